@@ -1,0 +1,27 @@
+"""Grader settings: one frozen dataclass, each field with its default and meaning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+# The course lives beside the package in a checkout: notebooks/, solutions/.
+COURSE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class GraderConfig:
+    check_timeout: float = field(default=10.0, metadata={"doc": "wall-clock seconds per request to a worker"})
+    start_timeout: float = field(default=30.0, metadata={"doc": "seconds for a worker to start and load its imports"})
+    load_timeout: float = field(default=10.0, metadata={"doc": "seconds to run a learner's exercise cell"})
+    memory_limit: int = field(default=3 * 2**30, metadata={"doc": "worker address-space limit in bytes (RLIMIT_AS)"})
+    cpu_seconds: int = field(default=60, metadata={"doc": "worker CPU-time limit in seconds (RLIMIT_CPU)"})
+    file_size: int = field(default=16 * 2**20, metadata={"doc": "largest file a worker may write, bytes (RLIMIT_FSIZE)"})
+    processes: int | None = field(default=None, metadata={"doc": "worker process-count limit (RLIMIT_NPROC); None leaves it"})
+    output_cap: int = field(default=8192, metadata={"doc": "bytes of worker stdout/stderr kept for the report"})
+    seed: int = field(default=20260328, metadata={"doc": "seed for the hidden checks' drawn examples"})
+    course_root: Path = field(default=COURSE_ROOT, metadata={"doc": "folder holding notebooks/ (the official lessons)"})
+
+    @classmethod
+    def describe(cls) -> str:
+        return "\n".join(f"{f.name} = {f.default!r}: {f.metadata['doc']}" for f in fields(cls))

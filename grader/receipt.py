@@ -1,0 +1,46 @@
+"""A grading receipt: what was graded, by what, with which seeds, on what."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from importlib import metadata
+
+import grader
+from grader.learner import ExerciseCode
+from grader.runner import checks_file
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def sha256_text(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def submission_hash(code: dict[str, ExerciseCode]) -> str:
+    """Hash of the graded cells only: an edit elsewhere does not change it."""
+    return sha256_text(*(f"{name}\0{c.source if c.source is not None else '<missing>'}"
+                         for name, c in sorted(code.items())))
+
+
+def make_receipt(lesson_id: str, code: dict[str, ExerciseCode], seed: int) -> dict:
+    return {
+        "submission_sha256": submission_hash(code),
+        "grader_version": grader.__version__,
+        "checks_sha256": hashlib.sha256(checks_file(lesson_id).read_bytes()).hexdigest(),
+        "seed": seed,
+        "python": platform.python_version(),
+        "numpy": _version("numpy"),
+        "torch": _version("torch"),
+        "platform": f"{platform.system()}-{platform.machine()} ({sys.platform})",
+    }

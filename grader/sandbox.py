@@ -1,0 +1,199 @@
+"""The trusted side of the worker process: start it, talk to it, kill it.
+
+A `Worker` is one learner process (see `grader.worker`). Every request carries a
+wall-clock deadline; a worker that misses it is killed with its whole process
+group and the request raises `WorkerTimeout`. A worker that dies raises
+`WorkerCrashed`. Its stdout and stderr go to one pipe that a thread drains, so
+a learner who prints 100 MB cannot block the worker or fill the grader's
+memory: only the first `output_cap` bytes are kept.
+
+The three failures derive from BaseException so that a hidden check's
+`except Exception` can never swallow them.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from grader import wire
+from grader.config import GraderConfig
+
+HEADER = 8
+MAX_REPLY = 128 * 2**20
+
+
+class WorkerFailure(BaseException):
+    status = "crashed"
+
+    def __init__(self, message: str, output: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.output = output
+
+
+class WorkerTimeout(WorkerFailure):
+    status = "timeout"
+
+
+class WorkerCrashed(WorkerFailure):
+    status = "crashed"
+
+
+class WorkerMemory(WorkerFailure):
+    status = "memory"
+
+
+class _CappedOutput(threading.Thread):
+    """Drains a pipe, keeping the first `cap` bytes and counting the rest."""
+
+    def __init__(self, fd: int, cap: int):
+        super().__init__(daemon=True)
+        self.fd, self.cap = fd, cap
+        self.kept = bytearray()
+        self.total = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.total += len(chunk)
+            if len(self.kept) < self.cap:
+                self.kept += chunk[: self.cap - len(self.kept)]
+        os.close(self.fd)
+
+    def text(self) -> str:
+        text = self.kept.decode("utf-8", "replace")
+        if self.total > len(self.kept):
+            text += f"\n… output cut: {self.total} bytes in all, {len(self.kept)} kept"
+        return text
+
+
+class Worker:
+    """One sandboxed learner process, spoken to in framed plain-data messages."""
+
+    def __init__(self, config: GraderConfig, preload: tuple[str, ...] = ()):
+        self.config = config
+        self.workdir = tempfile.TemporaryDirectory(prefix="mp-course-")
+        req_r, self._req_w = os.pipe()
+        self._rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        env = {"PATH": os.defpath, "HOME": self.workdir.name, "LANG": "C.UTF-8",
+               "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "grader.worker"],
+            stdin=req_r, stdout=out_w, stderr=out_w, pass_fds=(rep_w,),
+            cwd=self.workdir.name, env=env, start_new_session=True, close_fds=True,
+        )
+        for fd in (req_r, rep_w, out_w):
+            os.close(fd)
+        self._output = _CappedOutput(out_r, config.output_cap)
+        self._output.start()
+        limits = {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,
+                  "file_size": config.file_size, "processes": config.processes}
+        self._send({"reply_fd": rep_w, "limits": limits, "preload": list(preload)},
+                   deadline=time.monotonic() + config.start_timeout)
+        ready = self._receive(time.monotonic() + config.start_timeout, "starting")
+        if ready != {"ready": True}:
+            self.kill()
+            raise WorkerCrashed("the grading worker did not start properly")
+
+    # -- public --------------------------------------------------------
+    def request(self, message: dict, timeout: float, what: str):
+        """Send one request and return the decoded reply (a dict)."""
+        deadline = time.monotonic() + timeout
+        self._send(message, deadline)
+        return self._receive(deadline, what)
+
+    def output(self) -> str:
+        return self._output.text()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        self.proc.wait()
+        for fd in (self._req_w, self._rep_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._output.join(timeout=2)
+        self.workdir.cleanup()
+
+    close = kill
+
+    # -- framing -------------------------------------------------------
+    def _send(self, message: dict, deadline: float) -> None:
+        payload = wire.dumps(message)
+        view = memoryview(len(payload).to_bytes(HEADER, "big") + payload)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._fail(WorkerTimeout, "sending it the inputs")
+            _, writable, _ = select.select([], [self._req_w], [], left)
+            if not writable:
+                continue
+            try:
+                view = view[os.write(self._req_w, view[: 1 << 16]):]
+            except BrokenPipeError:
+                self._fail(WorkerCrashed, "sending it the inputs")
+
+    def _receive(self, deadline: float, what: str):
+        header = self._read_exact(HEADER, deadline, what)
+        size = int.from_bytes(header, "big")
+        if size > MAX_REPLY:
+            self.kill()
+            raise WorkerCrashed(f"the reply while {what} was too large ({size} bytes)")
+        try:
+            return wire.loads(self._read_exact(size, deadline, what))
+        except wire.WireError as exc:
+            self.kill()
+            raise WorkerCrashed(f"the reply while {what} was not plain data ({exc})") from None
+
+    def _read_exact(self, n: int, deadline: float, what: str) -> bytes:
+        chunks, left = [], n
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._fail(WorkerTimeout, what)
+            readable, _, _ = select.select([self._rep_r], [], [], remaining)
+            if not readable:
+                continue
+            chunk = os.read(self._rep_r, min(left, 1 << 20))
+            if not chunk:
+                self._fail(WorkerCrashed, what)
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def _fail(self, kind: type[WorkerFailure], what: str):
+        timed_out = kind is WorkerTimeout
+        self.kill()
+        code = self.proc.returncode
+        if timed_out:
+            raise WorkerTimeout(f"it did not finish within the time limit while {what}",
+                                self.output())
+        if code is not None and code < 0 and -code == getattr(signal, "SIGXCPU", -1):
+            raise WorkerTimeout(f"it used up its CPU-time limit while {what}", self.output())
+        if code is not None and code < 0 and -code == signal.SIGKILL:
+            raise WorkerMemory(f"the process was killed (most likely for memory) while {what}",
+                               self.output())
+        exit_text = f"exit code {code}" if code is not None and code >= 0 else f"signal {-code}"
+        raise WorkerCrashed(f"the process ended ({exit_text}) while {what}", self.output())

@@ -1,0 +1,266 @@
+"""The plain-data codec for everything that crosses the trust boundary.
+
+Values travel as JSON. JSON has no inf or NaN and no tuples, and a list of a
+million floats is slow as text, so a few tagged objects extend it:
+
+    {"$float": "inf" | "-inf" | "nan"}            a non-finite float
+    {"$tuple": [...]}                              a tuple
+    {"$dict": [[key, value], ...]}                 a dict whose keys are not plain strings
+    {"$floats": "<base64 float64>"}                a long list whose items are all exactly float
+    {"$array": {"kind", "dtype", "shape", "data"}} a numpy array or torch tensor, raw bytes
+    {"$scalar": {"dtype", "value"}}                a numpy scalar such as float32
+    {"$opaque": {"type", "base"}}                  anything else: only its type's name crosses
+    {"$ref": "name"}                               (requests only) an object kept in the worker
+
+Only exact builtin types are encoded as themselves. A subclass of float or list,
+whose `__eq__` or `__iter__` the learner may have rewritten, crosses as opaque,
+so it can never compare equal to anything on the trusted side.
+
+Nothing here unpickles, and the decoder refuses any tag or dtype it does not know.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+
+MAX_DEPTH = 32
+LONG_LIST = 64  # float lists at least this long travel packed
+ARRAY_DTYPES = frozenset({
+    "bool", "int8", "int16", "int32", "int64", "uint8",
+    "float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+})
+_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+class WireError(ValueError):
+    """A message that is not valid plain data in this codec."""
+
+
+class Ref:
+    """A name in the worker's namespace, passed as an argument in a request."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Ref({self.name!r})"
+
+
+class Opaque:
+    """Stands in for a value that could not cross as plain data.
+
+    It equals nothing, itself included, so a check can never be fooled by it.
+    """
+
+    __slots__ = ("type_name", "base")
+
+    def __init__(self, type_name: str, base: str | None):
+        self.type_name = type_name
+        self.base = base
+
+    def __eq__(self, other) -> bool:
+        return False
+
+    __hash__ = None
+
+    def describe(self) -> str:
+        if self.base:
+            return f"<a {self.type_name} object (a subclass of {self.base})>"
+        return f"<a {self.type_name} object>"
+
+    __repr__ = describe
+
+
+# -- encoding --------------------------------------------------------------
+
+def encode(value) -> object:
+    """Turn a value into JSON-ready plain data, by exact type."""
+    return _encode(value, 0)
+
+
+def _encode(value, depth: int):
+    if depth > MAX_DEPTH:
+        raise WireError("value is nested too deeply")
+    t = type(value)
+    if value is None or t is bool or t is int or t is str:
+        return value
+    if t is float:
+        if math.isfinite(value):
+            return value
+        return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if t is list:
+        if len(value) >= LONG_LIST and all(type(v) is float for v in value):
+            return {"$floats": base64.b64encode(struct.pack(f"<{len(value)}d", *value)).decode()}
+        return [_encode(v, depth + 1) for v in value]
+    if t is tuple:
+        return {"$tuple": [_encode(v, depth + 1) for v in value]}
+    if t is dict:
+        if all(type(k) is str and not k.startswith("$") for k in value):
+            return {k: _encode(v, depth + 1) for k, v in value.items()}
+        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+    if t is Ref:
+        return {"$ref": value.name}
+    encoded = _encode_array(value)
+    if encoded is not None:
+        return encoded
+    return {"$opaque": {"type": t.__name__[:80], "base": _builtin_base(t)}}
+
+
+def _builtin_base(t: type) -> str | None:
+    for base in (bool, int, float, str, list, tuple, dict):
+        if issubclass(t, base):
+            return base.__name__
+    return None
+
+
+def _encode_array(value):
+    module = type(value).__module__
+    if module == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
+        tensor = value.detach().cpu().contiguous()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in ARRAY_DTYPES:
+            return None
+        raw = tensor.reshape(-1).view(_same_width_int(dtype)).numpy().tobytes() if tensor.numel() else b""
+        return _array("tensor", dtype, list(tensor.shape), raw)
+    if module == "numpy" and type(value).__name__ == "ndarray":
+        dtype = str(value.dtype)
+        if dtype not in ARRAY_DTYPES:
+            return None
+        import numpy as np
+        return _array("ndarray", dtype, list(value.shape), np.ascontiguousarray(value).tobytes())
+    if module == "numpy" and hasattr(value, "dtype") and getattr(value, "shape", None) == ():
+        dtype = str(value.dtype)
+        if dtype in ARRAY_DTYPES:
+            return {"$scalar": {"dtype": dtype, "value": _encode(value.item(), 1)}}
+    return None
+
+
+def _same_width_int(dtype: str):
+    import torch
+    width = {"bool": 1, "int8": 1, "uint8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+             "int16": 2, "float16": 2, "bfloat16": 2,
+             "int32": 4, "float32": 4, "int64": 8, "float64": 8}[dtype]
+    return {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width]
+
+
+def _array(kind: str, dtype: str, shape: list, raw: bytes) -> dict:
+    return {"$array": {"kind": kind, "dtype": dtype, "shape": shape,
+                       "data": base64.b64encode(raw).decode()}}
+
+
+def dumps(value) -> bytes:
+    return json.dumps(encode(value), allow_nan=False, separators=(",", ":")).encode()
+
+
+# -- decoding --------------------------------------------------------------
+
+def loads(data: bytes, allow_refs: bool = False):
+    """Parse and validate a message. Raises WireError on anything unexpected."""
+    try:
+        raw = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"not valid JSON: {exc}") from None
+    return decode(raw, allow_refs=allow_refs)
+
+
+def _refuse_constant(name: str):
+    raise WireError(f"bare {name} is not allowed; non-finite floats are tagged")
+
+
+def decode(raw, allow_refs: bool = False):
+    return _decode(raw, 0, allow_refs)
+
+
+def _decode(raw, depth: int, allow_refs: bool):
+    if depth > MAX_DEPTH:
+        raise WireError("value is nested too deeply")
+    if raw is None or isinstance(raw, (bool, int, float, str)):
+        return raw
+    if isinstance(raw, list):
+        return [_decode(v, depth + 1, allow_refs) for v in raw]
+    if not isinstance(raw, dict):
+        raise WireError(f"unexpected JSON value of type {type(raw).__name__}")
+    tags = [k for k in raw if k.startswith("$")]
+    if not tags:
+        return {k: _decode(v, depth + 1, allow_refs) for k, v in raw.items()}
+    if len(raw) != 1:
+        raise WireError("a tagged object must have exactly one key")
+    tag, body = tags[0], raw[tags[0]]
+    if tag == "$float" and body in _NONFINITE:
+        return _NONFINITE[body]
+    if tag == "$tuple" and isinstance(body, list):
+        return tuple(_decode(v, depth + 1, allow_refs) for v in body)
+    if tag == "$dict" and isinstance(body, list):
+        out = {}
+        for pair in body:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise WireError("$dict items must be [key, value] pairs")
+            key = _decode(pair[0], depth + 1, allow_refs)
+            try:
+                out[key] = _decode(pair[1], depth + 1, allow_refs)
+            except TypeError:
+                raise WireError("$dict key is not hashable") from None
+        return out
+    if tag == "$floats" and isinstance(body, str):
+        raw_bytes = _b64(body)
+        if len(raw_bytes) % 8:
+            raise WireError("$floats payload is not a whole number of float64s")
+        return list(struct.unpack(f"<{len(raw_bytes) // 8}d", raw_bytes))
+    if tag == "$array" and isinstance(body, dict):
+        return _decode_array(body)
+    if tag == "$scalar" and isinstance(body, dict) and body.get("dtype") in ARRAY_DTYPES:
+        import numpy as np
+        value = _decode(body.get("value"), depth + 1, allow_refs)
+        if not isinstance(value, (bool, int, float)) or body["dtype"] not in _NUMPY_DTYPES:
+            raise WireError("bad $scalar")
+        return np.dtype(body["dtype"]).type(value)
+    if tag == "$opaque" and isinstance(body, dict):
+        type_name, base = body.get("type"), body.get("base")
+        if not isinstance(type_name, str) or not (base is None or isinstance(base, str)):
+            raise WireError("bad $opaque")
+        return Opaque(type_name[:80], base[:20] if base else None)
+    if tag == "$ref" and allow_refs and isinstance(body, str):
+        return Ref(body)
+    raise WireError(f"unknown or malformed tag {tag!r}")
+
+
+_NUMPY_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8",
+                           "float16", "float32", "float64"})
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise WireError("bad base64 payload") from None
+
+
+def _decode_array(body: dict):
+    kind, dtype, shape = body.get("kind"), body.get("dtype"), body.get("shape")
+    if kind not in ("tensor", "ndarray") or dtype not in ARRAY_DTYPES:
+        raise WireError("bad $array kind or dtype")
+    if not (isinstance(shape, list) and len(shape) <= 8
+            and all(type(n) is int and 0 <= n for n in shape)):
+        raise WireError("bad $array shape")
+    raw = _b64(body.get("data", ""))
+    count = math.prod(shape)
+    if kind == "ndarray":
+        import numpy as np
+        if dtype not in _NUMPY_DTYPES:
+            raise WireError("bad $array dtype for ndarray")
+        np_dtype = np.dtype(dtype)
+        if len(raw) != count * np_dtype.itemsize:
+            raise WireError("$array payload does not match its shape")
+        return np.frombuffer(raw, dtype=np_dtype).reshape(shape).copy()
+    import torch
+    torch_dtype = getattr(torch, dtype)
+    if len(raw) != count * torch_dtype.itemsize:
+        raise WireError("$array payload does not match its shape")
+    if count == 0:
+        return torch.empty(shape, dtype=torch_dtype)
+    return torch.frombuffer(bytearray(raw), dtype=torch_dtype).reshape(shape).clone()

@@ -1,0 +1,187 @@
+"""The untrusted side: a process that holds the learner's code and runs calls.
+
+It is started by `grader.sandbox` with its stdout and stderr on a capped pipe and
+two extra file descriptors for framed requests and replies. It applies its own
+resource limits before any learner code runs, then serves requests until its
+input closes. It never decides a verdict: it only returns plain data
+(`grader.wire`), and the trusted process judges it.
+
+Everything the worker needs is bound at import time, before learner code can
+monkeypatch builtins or modules; a learner who patches them can only spoil
+their own replies, which the trusted side then refuses.
+"""
+
+import builtins
+import os
+import sys
+import traceback
+
+from grader import wire
+
+_BaseException = BaseException
+_MemoryError = MemoryError
+_exec, _compile, _getattr, _isinstance, _str = exec, compile, getattr, isinstance, str
+_read, _write = os.read, os.write
+_loads, _encode = wire.loads, wire.encode
+_json_dumps = __import__("json").dumps
+_format_tb, _extract_tb = traceback.format_exception_only, traceback.extract_tb
+HEADER = 8
+MAX_REQUEST = 256 * 2**20
+
+
+def _apply_limits(limits: dict) -> None:
+    try:
+        import resource
+    except ImportError:  # not POSIX: the wall-clock kill in the parent still applies
+        return
+    names = {"memory": "RLIMIT_AS", "cpu_seconds": "RLIMIT_CPU",
+             "file_size": "RLIMIT_FSIZE", "processes": "RLIMIT_NPROC"}
+    for key, name in names.items():
+        value = limits.get(key)
+        if value is None or not hasattr(resource, name):
+            continue
+        limit = getattr(resource, name)
+        soft, hard = resource.getrlimit(limit)
+        value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
+        try:
+            resource.setrlimit(limit, (value, hard if key == "cpu_seconds" else value))
+        except (ValueError, OSError):
+            pass
+
+
+def _dumps(reply: dict) -> bytes:
+    """Replies hold values that `_reply_value` has already encoded."""
+    return _json_dumps(reply, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = _read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send(fd: int, payload: bytes) -> None:
+    view = memoryview(len(payload).to_bytes(HEADER, "big") + payload)
+    while view:
+        view = view[_write(fd, view):]
+
+
+def _resolve(namespace: dict, target: str):
+    head, *rest = target.split(".")
+    if head not in namespace:
+        raise NameError(f"name {head!r} is not defined")
+    obj = namespace[head]
+    for name in rest:
+        obj = _getattr(obj, name)
+    return obj
+
+
+def _unref(namespace: dict, value):
+    """Swap `Ref` placeholders in request arguments for the named objects."""
+    if _isinstance(value, wire.Ref):
+        return _resolve(namespace, value.name)
+    if type(value) is list:
+        return [_unref(namespace, v) for v in value]
+    if type(value) is tuple:
+        return tuple(_unref(namespace, v) for v in value)
+    if type(value) is dict:
+        return {k: _unref(namespace, v) for k, v in value.items()}
+    return value
+
+
+def _raised(exc: BaseException, filename_prefix: str = "<exercise") -> dict:
+    """Describe a learner exception: type, message and the learner's own line."""
+    message = "".join(_format_tb(type(exc), exc)).strip()
+    where = ""
+    for frame in _extract_tb(exc.__traceback__):
+        if frame.filename.startswith(filename_prefix):
+            where = f"{frame.filename[1:-1]}, line {frame.lineno}"
+    return {"raised": {"type": type(exc).__name__[:80], "message": message[:2000],
+                       "where": where, "memory": _isinstance(exc, _MemoryError)}}
+
+
+def _reply_value(value) -> dict:
+    try:
+        return {"ok": _encode(value)}
+    except _BaseException as exc:  # a value too deep or too strange to encode
+        return {"ok": {"$opaque": {"type": type(value).__name__[:80], "base": None}},
+                "note": f"{type(exc).__name__}: {exc}"[:200]}
+
+
+def _handle(namespace: dict, request: dict) -> dict:
+    op = request.get("op")
+    if op == "ping":
+        return {"ok": None}
+    if op == "exec":
+        code = _compile(request["source"], request.get("filename", "<exercise>"), "exec")
+        _exec(code, namespace)
+        return {"ok": None}
+    if op == "get":
+        return _reply_value(_resolve(namespace, request["target"]))
+    if op == "call":
+        fn = _resolve(namespace, request["target"])
+        args = _unref(namespace, request.get("args", []))
+        kwargs = _unref(namespace, request.get("kwargs", {}))
+        result = fn(*args, **kwargs)
+        if request.get("store"):
+            namespace[request["store"]] = result
+            return {"ok": None}
+        return _reply_value(result)
+    if op == "map":
+        fn = _resolve(namespace, request["target"])
+        outcomes = []
+        for args in request["calls"]:
+            try:
+                outcomes.append(_reply_value(fn(*_unref(namespace, args))))
+            except _BaseException as exc:  # each call's failure is its own outcome
+                outcomes.append(_raised(exc))
+        return {"outcomes": outcomes}
+    raise ValueError(f"unknown op {op!r}")
+
+
+def serve(fd_in: int) -> None:
+    init = _loads(_read_exact(fd_in, int.from_bytes(_read_exact(fd_in, HEADER), "big")))
+    fd_out = init["reply_fd"]
+    for module in init.get("preload", []):
+        __import__(module)
+    _apply_limits(init.get("limits", {}))
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    _send(fd_out, _dumps({"ready": True}))
+    while True:
+        try:
+            size = int.from_bytes(_read_exact(fd_in, HEADER), "big")
+            if size > MAX_REQUEST:
+                return
+            request = _loads(_read_exact(fd_in, size), allow_refs=True)
+        except EOFError:
+            return
+        try:
+            reply = _handle(namespace, request)
+        except _BaseException as exc:  # learner errors, sys.exit and all, become data
+            reply = _raised(exc)
+        try:
+            payload = _dumps(reply)
+        except _BaseException as exc:
+            payload = _dumps({"raised": {"type": "EncodingError", "message": _str(exc)[:500],
+                                         "where": "", "memory": False}})
+        _send(fd_out, payload)
+
+
+def main() -> None:
+    # Requests arrive on stdin; move them to a private descriptor so that a
+    # learner's input() reads an empty stream instead of the grader's requests.
+    fd_in = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.argv[:] = [""]
+    serve(fd_in)
+
+
+if __name__ == "__main__":
+    main()
