@@ -14,7 +14,7 @@ class GraderConfig:
     check_timeout: float = field(default=10.0, metadata={"doc": "wall-clock seconds per request to a worker"})
     start_timeout: float = field(default=30.0, metadata={"doc": "seconds for a worker to start and load its imports"})
     load_timeout: float = field(default=10.0, metadata={"doc": "seconds to run a learner's exercise cell"})
-    memory_limit: int = field(default=3 * 2**30, metadata={"doc": "worker address-space limit in bytes (RLIMIT_AS)"})
+    memory_limit: int = field(default=2 * 2**30, metadata={"doc": "worker address-space limit in bytes (RLIMIT_AS)"})
     cpu_seconds: int = field(default=60, metadata={"doc": "worker CPU-time limit in seconds (RLIMIT_CPU)"})
     file_size: int = field(default=16 * 2**20, metadata={"doc": "largest file a worker may write, bytes (RLIMIT_FSIZE)"})
     processes: int | None = field(default=None, metadata={"doc": "worker process-count limit (RLIMIT_NPROC); None leaves it"})

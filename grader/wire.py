@@ -25,6 +25,11 @@ import base64
 import json
 import math
 import struct
+# Bound at import. The worker imports this module before any learner code runs,
+# so a learner who patches builtins or math cannot change how values cross.
+from builtins import all, bool, dict, float, int, isinstance, issubclass, len, list, str, tuple, type
+from math import isfinite, isnan
+from struct import pack, unpack
 
 MAX_DEPTH = 32
 LONG_LIST = 64  # float lists at least this long travel packed
@@ -90,12 +95,12 @@ def _encode(value, depth: int):
     if value is None or t is bool or t is int or t is str:
         return value
     if t is float:
-        if math.isfinite(value):
+        if isfinite(value):
             return value
-        return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+        return {"$float": "nan" if isnan(value) else ("inf" if value > 0 else "-inf")}
     if t is list:
         if len(value) >= LONG_LIST and all(type(v) is float for v in value):
-            return {"$floats": base64.b64encode(struct.pack(f"<{len(value)}d", *value)).decode()}
+            return {"$floats": base64.b64encode(pack(f"<{len(value)}d", *value)).decode()}
         return [_encode(v, depth + 1) for v in value]
     if t is tuple:
         return {"$tuple": [_encode(v, depth + 1) for v in value]}
@@ -210,7 +215,7 @@ def _decode(raw, depth: int, allow_refs: bool):
         raw_bytes = _b64(body)
         if len(raw_bytes) % 8:
             raise WireError("$floats payload is not a whole number of float64s")
-        return list(struct.unpack(f"<{len(raw_bytes) // 8}d", raw_bytes))
+        return list(unpack(f"<{len(raw_bytes) // 8}d", raw_bytes))
     if tag == "$array" and isinstance(body, dict):
         return _decode_array(body)
     if tag == "$scalar" and isinstance(body, dict) and body.get("dtype") in ARRAY_DTYPES:

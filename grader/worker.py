@@ -15,14 +15,15 @@ import builtins
 import os
 import sys
 import traceback
+# Bound at import, before learner code can patch builtins.
+from builtins import BaseException, MemoryError, ValueError, NameError, bool, compile, dict, exec
+from builtins import getattr, int, isinstance, len, list, min, str, tuple, type
 
 from grader import wire
 
-_BaseException = BaseException
-_MemoryError = MemoryError
-_exec, _compile, _getattr, _isinstance, _str = exec, compile, getattr, isinstance, str
 _read, _write = os.read, os.write
 _loads, _encode = wire.loads, wire.encode
+_PRISTINE = dict(vars(builtins))
 _json_dumps = __import__("json").dumps
 _format_tb, _extract_tb = traceback.format_exception_only, traceback.extract_tb
 HEADER = 8
@@ -54,6 +55,23 @@ def _dumps(reply: dict) -> bytes:
     return _json_dumps(reply, allow_nan=False, separators=(",", ":")).encode()
 
 
+def _with_pristine_builtins(fn, *args, **kwargs):
+    """Run the worker's own plumbing (json included) with the original builtins.
+
+    The json module looks builtins up at call time, so a learner who replaced
+    `isinstance` or `float` would otherwise break every reply. The learner's
+    patches are put back afterwards: their code keeps seeing its own world.
+    """
+    table = vars(builtins)
+    saved = dict(table)
+    table.update(_PRISTINE)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        table.clear()
+        table.update(saved)
+
+
 def _read_exact(fd: int, n: int) -> bytes:
     chunks, left = [], n
     while left:
@@ -77,13 +95,13 @@ def _resolve(namespace: dict, target: str):
         raise NameError(f"name {head!r} is not defined")
     obj = namespace[head]
     for name in rest:
-        obj = _getattr(obj, name)
+        obj = getattr(obj, name)
     return obj
 
 
 def _unref(namespace: dict, value):
     """Swap `Ref` placeholders in request arguments for the named objects."""
-    if _isinstance(value, wire.Ref):
+    if isinstance(value, wire.Ref):
         return _resolve(namespace, value.name)
     if type(value) is list:
         return [_unref(namespace, v) for v in value]
@@ -102,13 +120,13 @@ def _raised(exc: BaseException, filename_prefix: str = "<exercise") -> dict:
         if frame.filename.startswith(filename_prefix):
             where = f"{frame.filename[1:-1]}, line {frame.lineno}"
     return {"raised": {"type": type(exc).__name__[:80], "message": message[:2000],
-                       "where": where, "memory": _isinstance(exc, _MemoryError)}}
+                       "where": where, "memory": isinstance(exc, MemoryError)}}
 
 
 def _reply_value(value) -> dict:
     try:
         return {"ok": _encode(value)}
-    except _BaseException as exc:  # a value too deep or too strange to encode
+    except BaseException as exc:  # a value too deep or too strange to encode
         return {"ok": {"$opaque": {"type": type(value).__name__[:80], "base": None}},
                 "note": f"{type(exc).__name__}: {exc}"[:200]}
 
@@ -118,8 +136,8 @@ def _handle(namespace: dict, request: dict) -> dict:
     if op == "ping":
         return {"ok": None}
     if op == "exec":
-        code = _compile(request["source"], request.get("filename", "<exercise>"), "exec")
-        _exec(code, namespace)
+        code = compile(request["source"], request.get("filename", "<exercise>"), "exec")
+        exec(code, namespace)
         return {"ok": None}
     if op == "get":
         return _reply_value(_resolve(namespace, request["target"]))
@@ -138,7 +156,7 @@ def _handle(namespace: dict, request: dict) -> dict:
         for args in request["calls"]:
             try:
                 outcomes.append(_reply_value(fn(*_unref(namespace, args))))
-            except _BaseException as exc:  # each call's failure is its own outcome
+            except BaseException as exc:  # each call's failure is its own outcome
                 outcomes.append(_raised(exc))
         return {"outcomes": outcomes}
     raise ValueError(f"unknown op {op!r}")
@@ -157,18 +175,18 @@ def serve(fd_in: int) -> None:
             size = int.from_bytes(_read_exact(fd_in, HEADER), "big")
             if size > MAX_REQUEST:
                 return
-            request = _loads(_read_exact(fd_in, size), allow_refs=True)
+            request = _with_pristine_builtins(_loads, _read_exact(fd_in, size), allow_refs=True)
         except EOFError:
             return
         try:
             reply = _handle(namespace, request)
-        except _BaseException as exc:  # learner errors, sys.exit and all, become data
-            reply = _raised(exc)
+        except BaseException as exc:  # learner errors, sys.exit and all, become data
+            reply = _with_pristine_builtins(_raised, exc)
         try:
-            payload = _dumps(reply)
-        except _BaseException as exc:
-            payload = _dumps({"raised": {"type": "EncodingError", "message": _str(exc)[:500],
-                                         "where": "", "memory": False}})
+            payload = _with_pristine_builtins(_dumps, reply)
+        except BaseException as exc:
+            payload = _with_pristine_builtins(_dumps, {"raised": {
+                "type": "EncodingError", "message": str(exc)[:500], "where": "", "memory": False}})
         _send(fd_out, payload)
 
 

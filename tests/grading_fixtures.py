@@ -1,0 +1,122 @@
+"""Lesson-03 submissions, each named by the outcome it must get.
+
+`python tests/grading_fixtures.py` writes them to tests/fixtures/grading/;
+tests/test_grading_fixtures.py checks the files are current and grades each one.
+A fixture replaces one exercise's cell; the other two stay correct, so every
+fixture also proves that the other exercises are still graded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+FOLDER = Path(__file__).resolve().parent / "fixtures" / "grading"
+
+CORRECT = {
+    "scale_gradients": (
+        "def scale_gradients(grads: list[float], scale: float) -> list[float]:\n"
+        "    return [float(g) * scale for g in grads]\n"),
+    "unscale_gradients": (
+        "def unscale_gradients(grads: list[float], scale: float) -> list[float]:\n"
+        "    return [float(g) / scale for g in grads]\n"),
+    "has_overflow": (
+        "def has_overflow(grads: list[float]) -> bool:\n"
+        "    return any(not math.isfinite(g) for g in grads)\n"),
+}
+FULL = {"scale_gradients": 4.0, "unscale_gradients": 3.0, "has_overflow": 3.0}
+
+
+@dataclass
+class Fixture:
+    name: str
+    replace: dict[str, str]
+    scores: dict[str, float]  # expected per-exercise scores; unlisted exercises get full marks
+    statuses: set[str] = field(default_factory=set)  # statuses the replaced exercise must show
+    message: str = ""  # text that must appear in one of its messages
+    timeout: float = 10.0  # seconds per check; short for fixtures that hang on purpose
+
+
+def _scale(body: str) -> dict[str, str]:
+    return {"scale_gradients": "def scale_gradients(grads, scale):\n" + body}
+
+
+FIXTURES = [
+    Fixture("correct", {}, {}, {"passed"}),
+    Fixture("wrong-sign", _scale("    return [-g * scale for g in grads]\n"),
+            {"scale_gradients": 1.0}, {"failed"}, "sign"),
+    Fixture("divides-instead-of-multiplies", _scale("    return [g / scale for g in grads]\n"),
+            {"scale_gradients": 1.0}, {"failed"}, "inverted"),
+    Fixture("mutates-input", _scale("    for i in range(len(grads)):\n"
+                                    "        grads[i] = float(grads[i]) * scale\n"
+                                    "    return grads\n"),
+            {"scale_gradients": 3.0}, {"failed"}, "not modified"),
+    Fixture("returns-ints", _scale("    return [int(g * scale) if g == g and abs(g) != float('inf') "
+                                   "else g * scale for g in grads]\n"),
+            {"scale_gradients": 1.0}, {"failed"}, "float"),
+    Fixture("raises", _scale("    raise ValueError('gradients are too small')\n"),
+            {"scale_gradients": 0.0}, {"error"}, "ValueError"),
+    Fixture("infinite-loop", _scale("    while True:\n        pass\n"),
+            {"scale_gradients": 0.0}, {"timeout"}, "too long", timeout=1.5),
+    Fixture("syntax-error", _scale("    return [g * scale for g in grads\n"),
+            {"scale_gradients": 0.0}, {"error"}, "SyntaxError"),
+    Fixture("sys-exit", _scale("    import sys\n    sys.exit(0)\n"),
+            {"scale_gradients": 0.0}, {"error"}, "SystemExit"),
+    Fixture("os-exit", _scale("    import os\n    os._exit(0)\n"),
+            {"scale_gradients": 0.0}, {"crashed"}, "stopped the grading process"),
+    Fixture("memory-bomb", _scale("    hoard = []\n    while True:\n        hoard.append(' ' * 2**24)\n"),
+            {"scale_gradients": 0.0}, {"memory"}, "memory"),
+    Fixture("prints-100MB", {"scale_gradients": "print('x' * 100_000_000)\n" + CORRECT["scale_gradients"]},
+            {}, {"passed"}),
+    Fixture("monkeypatches-builtins-and-pytest", {"scale_gradients": (
+        "import builtins, sys, types\n"
+        "builtins.isinstance = lambda *a: True\n"
+        "builtins.float = lambda *a: 0.0\n"
+        "fake = types.ModuleType('pytest')\n"
+        "fake.fail = fake.skip = lambda *a, **k: None\n"
+        "sys.modules['pytest'] = fake\n"
+        "import math\nmath.isfinite = lambda x: True\n"
+        "def scale_gradients(grads, scale):\n"
+        "    return [0.0 for g in grads]\n")},
+            {"scale_gradients": 1.0}, {"failed"}, "multiply"),
+    Fixture("always-equal-object", _scale(
+        "    class Yes(list):\n"
+        "        def __eq__(self, other):\n            return True\n"
+        "        def __len__(self):\n            return len(grads)\n"
+        "    return Yes()\n"),
+            {"scale_gradients": 0.0}, {"failed"}, "subclass of list"),
+]
+
+
+def notebook_for(fixture: Fixture) -> nbformat.NotebookNode:
+    cells = [new_markdown_cell(f"# Lesson 03 submission: {fixture.name}")]
+    support = new_code_cell("import math  # a learner's own setup cell; the grader uses the lesson's")
+    cells.append(support)
+    for number, (name, source) in enumerate(CORRECT.items(), start=1):
+        cells.append(new_markdown_cell(f"### Exercise 3.{number} — {name}"))
+        cell = new_code_cell(fixture.replace.get(name, source))
+        cell.metadata = {"tags": ["exercise"], "course": {"exercise": name}}
+        cells.append(cell)
+    nb = new_notebook(cells=cells)
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "course": {"lesson": "03_loss_scaling"}}
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i}"
+    return nb
+
+
+def path_for(fixture: Fixture) -> Path:
+    return FOLDER / f"{fixture.name}.ipynb"
+
+
+def write_all() -> None:
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    for fixture in FIXTURES:
+        nbformat.write(notebook_for(fixture), path_for(fixture))
+
+
+if __name__ == "__main__":
+    write_all()
