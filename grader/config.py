@@ -17,9 +17,11 @@ class GraderConfig:
     memory_limit: int = field(default=2 * 2**30, metadata={"doc": "worker address-space limit in bytes (RLIMIT_AS)"})
     cpu_seconds: int = field(default=60, metadata={"doc": "worker CPU-time limit in seconds (RLIMIT_CPU)"})
     file_size: int = field(default=16 * 2**20, metadata={"doc": "largest file a worker may write, bytes (RLIMIT_FSIZE)"})
-    processes: int | None = field(default=None, metadata={"doc": "worker process-count limit (RLIMIT_NPROC); None leaves it"})
+    processes: int = field(default=64, metadata={"doc": "worker process/thread limit (RLIMIT_NPROC), applied where workers get their own uid"})
     output_cap: int = field(default=8192, metadata={"doc": "bytes of worker stdout/stderr kept for the report"})
     seed: int = field(default=20260328, metadata={"doc": "seed for the hidden checks' drawn examples"})
+    use_zygote: bool = field(default=True, metadata={"doc": "fork workers from a warm zygote where fork exists"})
+    hidden_paths: tuple = field(default=(), metadata={"doc": "extra folders learner code must not read (e.g. submissions)"})
     course_root: Path = field(default=COURSE_ROOT, metadata={"doc": "folder holding notebooks/ (the official lessons)"})
 
     @classmethod

@@ -13,17 +13,21 @@ The three failures derive from BaseException so that a hidden check's
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
-from grader import wire
+from grader import isolation, wire
 from grader.config import GraderConfig
+from grader.zygote import Zygote
 
 HEADER = 8
 MAX_REPLY = 128 * 2**20
@@ -79,32 +83,75 @@ class _CappedOutput(threading.Thread):
         return text
 
 
+WORKER_ENV = {"PATH": os.defpath, "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+              # One thread each: workers run side by side, and a zygote with no
+              # thread pools is safe to fork.
+              "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+_zygotes: dict[tuple[str, ...], Zygote] = {}
+
+
+def _zygote(preload: tuple[str, ...], config: GraderConfig) -> Zygote | None:
+    if not config.use_zygote or not hasattr(os, "fork"):
+        return None
+    zygote = _zygotes.get(preload)
+    if zygote is None or not zygote.alive:
+        zygote = _zygotes[preload] = Zygote(preload, WORKER_ENV, config.start_timeout)
+    return zygote
+
+
+@atexit.register
+def close_zygotes() -> None:
+    for zygote in _zygotes.values():
+        zygote.close()
+    _zygotes.clear()
+
+
+def hidden_paths(config: GraderConfig) -> list[str]:
+    """What learner code must not read: hidden checks, solutions, tests, submissions."""
+    root = Path(config.course_root)
+    paths = [Path(__file__).resolve().parent / "checks", root / "solutions", root / "tests",
+             *map(Path, config.hidden_paths)]
+    return sorted({str(p.resolve()) for p in paths if p.exists()})
+
+
 class Worker:
-    """One sandboxed learner process, spoken to in framed plain-data messages."""
+    """One sandboxed learner process, spoken to in framed plain-data messages.
+
+    It is forked from a warm zygote where the platform has fork, else spawned.
+    """
 
     def __init__(self, config: GraderConfig, preload: tuple[str, ...] = ()):
         self.config = config
-        self.workdir = tempfile.TemporaryDirectory(prefix="mp-course-")
+        self.workdir = tempfile.mkdtemp()
+        self._lease = isolation.UidLease() if isolation.can_isolate() else None
+        self.uid = self._lease.uid if self._lease else None
+        sandbox = {"workdir": self.workdir, "uid": self.uid, "hidden": hidden_paths(config),
+                   "limits": {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,
+                              "file_size": config.file_size,
+                              "processes": config.processes if self.uid is not None else None}}
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
-        env = {"PATH": os.defpath, "HOME": self.workdir.name, "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "grader.worker"],
-            stdin=req_r, stdout=out_w, stderr=out_w, pass_fds=(rep_w,),
-            cwd=self.workdir.name, env=env, start_new_session=True, close_fds=True,
-        )
-        for fd in (req_r, rep_w, out_w):
-            os.close(fd)
         self._output = _CappedOutput(out_r, config.output_cap)
         self._output.start()
-        limits = {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,
-                  "file_size": config.file_size, "processes": config.processes}
-        self._send({"reply_fd": rep_w, "limits": limits, "preload": list(preload)},
-                   deadline=time.monotonic() + config.start_timeout)
-        ready = self._receive(time.monotonic() + config.start_timeout, "starting")
-        if ready != {"ready": True}:
+        self._zygote = _zygote(tuple(preload), config)
+        self.returncode: int | None = None
+        deadline = time.monotonic() + config.start_timeout
+        if self._zygote is not None:
+            self.pid = self._zygote.spawn([req_r, rep_w, out_w], sandbox)
+            self._proc = None
+        else:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-m", "grader.worker"], stdin=req_r, stdout=out_w,
+                stderr=out_w, pass_fds=(rep_w,), cwd=self.workdir, env=WORKER_ENV,
+                start_new_session=True, close_fds=True)
+            self.pid = self._proc.pid
+        for fd in (req_r, rep_w, out_w):
+            os.close(fd)
+        if self._proc is not None:
+            self._send({"reply_fd": rep_w, "preload": list(preload), "sandbox": sandbox}, deadline)
+        if self._receive(deadline, "starting") != {"ready": True}:
             self.kill()
             raise WorkerCrashed("the grading worker did not start properly")
 
@@ -120,22 +167,31 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.returncode is None
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        if self.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self.proc.kill()
-        self.proc.wait()
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._proc is not None:
+            self.returncode = self._proc.wait()
+        else:
+            self.returncode = self._zygote.wait(self.pid, self.uid)
         for fd in (self._req_w, self._rep_r):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self._output.join(timeout=2)
-        self.workdir.cleanup()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._lease is not None:
+            self._lease.release()
 
     close = kill
 
@@ -186,7 +242,7 @@ class Worker:
     def _fail(self, kind: type[WorkerFailure], what: str):
         timed_out = kind is WorkerTimeout
         self.kill()
-        code = self.proc.returncode
+        code = self.returncode
         if timed_out:
             raise WorkerTimeout(f"it did not finish within the time limit while {what}",
                                 self.output())

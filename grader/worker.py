@@ -1,9 +1,10 @@
 """The untrusted side: a process that holds the learner's code and runs calls.
 
-It is started by `grader.sandbox` with its stdout and stderr on a capped pipe and
-two extra file descriptors for framed requests and replies. It applies its own
-resource limits before any learner code runs, then serves requests until its
-input closes. It never decides a verdict: it only returns plain data
+It is forked from a warm zygote (`grader.zygote`) or, where fork is missing,
+spawned by `grader.sandbox`, with its stdout and stderr on a capped pipe and
+two file descriptors for framed requests and replies. It confines itself
+(`grader.isolation`) before any learner code runs, then serves requests until
+its input closes. It never decides a verdict: it only returns plain data
 (`grader.wire`), and the trusted process judges it.
 
 Everything the worker needs is bound at import time, before learner code can
@@ -15,11 +16,12 @@ import builtins
 import os
 import sys
 import traceback
+import types
 # Bound at import, before learner code can patch builtins.
 from builtins import BaseException, MemoryError, ValueError, NameError, bool, compile, dict, exec
 from builtins import getattr, int, isinstance, len, list, min, str, tuple, type
 
-from grader import wire
+from grader import isolation, wire
 
 _read, _write = os.read, os.write
 _loads, _encode = wire.loads, wire.encode
@@ -28,26 +30,6 @@ _json_dumps = __import__("json").dumps
 _format_tb, _extract_tb = traceback.format_exception_only, traceback.extract_tb
 HEADER = 8
 MAX_REQUEST = 256 * 2**20
-
-
-def _apply_limits(limits: dict) -> None:
-    try:
-        import resource
-    except ImportError:  # not POSIX: the wall-clock kill in the parent still applies
-        return
-    names = {"memory": "RLIMIT_AS", "cpu_seconds": "RLIMIT_CPU",
-             "file_size": "RLIMIT_FSIZE", "processes": "RLIMIT_NPROC"}
-    for key, name in names.items():
-        value = limits.get(key)
-        if value is None or not hasattr(resource, name):
-            continue
-        limit = getattr(resource, name)
-        soft, hard = resource.getrlimit(limit)
-        value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
-        try:
-            resource.setrlimit(limit, (value, hard if key == "cpu_seconds" else value))
-        except (ValueError, OSError):
-            pass
 
 
 def _dumps(reply: dict) -> bytes:
@@ -162,13 +144,25 @@ def _handle(namespace: dict, request: dict) -> dict:
     raise ValueError(f"unknown op {op!r}")
 
 
-def serve(fd_in: int) -> None:
-    init = _loads(_read_exact(fd_in, int.from_bytes(_read_exact(fd_in, HEADER), "big")))
-    fd_out = init["reply_fd"]
-    for module in init.get("preload", []):
-        __import__(module)
-    _apply_limits(init.get("limits", {}))
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
+def _fresh_main_module() -> dict:
+    """A clean __main__ for learner code, as in a new interpreter.
+
+    The grader's own modules leave sys.modules too, so a learner's code finds no
+    trace of them there; the worker keeps its references.
+    """
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    for name in [n for n in sys.modules if n == "grader" or n.startswith("grader.")]:
+        del sys.modules[name]
+    sys.argv[:] = [""]
+    return vars(main)
+
+
+def serve(fd_in: int, fd_out: int, spec: dict) -> None:
+    """Confine this process, then answer requests until the input closes."""
+    isolation.enter(spec)
+    namespace = _fresh_main_module()
     _send(fd_out, _dumps({"ready": True}))
     while True:
         try:
@@ -187,18 +181,31 @@ def serve(fd_in: int) -> None:
         except BaseException as exc:
             payload = _with_pristine_builtins(_dumps, {"raised": {
                 "type": "EncodingError", "message": str(exc)[:500], "where": "", "memory": False}})
+        _with_pristine_builtins(_flush_output)
         _send(fd_out, payload)
 
 
+def _flush_output() -> None:
+    """Push the learner's prints into the capped pipe before answering."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # a learner may have replaced or closed the stream
+            pass
+
+
 def main() -> None:
+    """Spawn mode: the first message on stdin says where to reply and how to confine."""
     # Requests arrive on stdin; move them to a private descriptor so that a
     # learner's input() reads an empty stream instead of the grader's requests.
     fd_in = os.dup(0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    sys.argv[:] = [""]
-    serve(fd_in)
+    init = _loads(_read_exact(fd_in, int.from_bytes(_read_exact(fd_in, HEADER), "big")))
+    for module in init.get("preload", []):
+        __import__(module)
+    serve(fd_in, init["reply_fd"], init["sandbox"])
 
 
 if __name__ == "__main__":
