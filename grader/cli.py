@@ -34,6 +34,23 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed for the drawn examples (default: fixed)")
     g.add_argument("--timeout", type=float, help="seconds allowed per check (default 10)")
 
+    c = sub.add_parser("grade-class", help="grade a folder of submissions in parallel")
+    c.add_argument("submissions", type=Path, help="one notebook or one folder per learner")
+    c.add_argument("--out", type=Path, required=True, help="where reports and the gradebook go")
+    c.add_argument("--jobs", type=int, help="grading processes (default: all cores)")
+    c.add_argument("--seed", type=int, help="seed for the drawn examples (default: fixed)")
+    c.add_argument("--timeout", type=float, help="seconds allowed per check (default 10)")
+
+    r = sub.add_parser("regrade", help="grade a submission again from a report's receipt")
+    r.add_argument("report", type=Path, help="a JSON report written by grade or grade-class")
+    r.add_argument("submission", type=Path, help="the notebook that report was made from")
+
+    rel = sub.add_parser("release", help="build the learner bundle (notebooks + public self-checks)")
+    rel.add_argument("out", type=Path, help="an empty or new folder")
+
+    gs = sub.add_parser("gradescope", help="build a Gradescope autograder zip")
+    gs.add_argument("zip", type=Path, help="the .zip file to write")
+
     n = sub.add_parser("generate", help="regenerate notebooks/ from solutions/")
     n.add_argument("--solutions", type=Path, default=None, help="source folder (default: solutions/)")
     n.add_argument("--out", type=Path, default=None, help="output folder (default: notebooks/)")
@@ -97,7 +114,59 @@ def _generate(args) -> int:
     return 0
 
 
-COMMANDS = {"grade": _grade, "generate": _generate}
+def _grade_class(args) -> int:
+    from grader.batch import grade_class
+
+    config = _config(args)
+    if not args.submissions.is_dir():
+        raise _Usage(f"{args.submissions}: not a folder of submissions")
+    if args.jobs is not None and args.jobs < 1:
+        raise _Usage("--jobs must be at least 1")
+    if args.out.resolve() == args.submissions.resolve() or args.out.resolve().is_relative_to(args.submissions.resolve()):
+        raise _Usage("--out must be outside the submissions folder")
+    result = grade_class(args.submissions, args.out, config, args.jobs)
+    ungradable = sum(1 for d in result.reports.values() if d["status"] != "graded")
+    print(f"{len(result.items)} submissions: {result.graded} graded now, {result.skipped} unchanged "
+          f"since the last run, {ungradable} ungradable; {result.seconds:.1f} s.")
+    print(f"Gradebook: {args.out / 'gradebook.csv'}; reports, review pages and Gradescope files "
+          f"under {args.out}/")
+    return 0
+
+
+def _regrade(args) -> int:
+    from grader.regrade import RegradeError, regrade
+
+    try:
+        same, lines = regrade(args.report, args.submission)
+    except RegradeError as exc:
+        raise _Usage(str(exc)) from None
+    print("\n".join(lines))
+    return 0 if same else 1
+
+
+def _release(args) -> int:
+    from grader.release import ReleaseError, build_release
+
+    try:
+        path = build_release(args.out, GraderConfig().course_root)
+    except ReleaseError as exc:
+        raise _Usage(str(exc)) from None
+    print(f"Learner bundle written to {path}")
+    return 0
+
+
+def _gradescope(args) -> int:
+    from grader.gradescope import build_autograder_zip
+
+    if args.zip.suffix != ".zip":
+        raise _Usage(f"{args.zip}: the output should end in .zip")
+    path = build_autograder_zip(args.zip, GraderConfig().course_root)
+    print(f"Gradescope autograder written to {path}")
+    return 0
+
+
+COMMANDS = {"grade": _grade, "grade-class": _grade_class, "regrade": _regrade,
+            "release": _release, "gradescope": _gradescope, "generate": _generate}
 
 
 def main(argv: list[str] | None = None) -> int:

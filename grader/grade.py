@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grader import __version__
 from grader.config import GraderConfig
 from grader.learner import Submission
 from grader.notebook import Lesson, NotebookError, extract_exercises, lesson_id, read_notebook
-from grader.receipt import make_receipt
+from grader.receipt import file_sha256, make_receipt
 from grader.results import Report
 from grader.runner import checks_file, run_checks
 
@@ -50,5 +51,24 @@ def grade(path: Path, config: GraderConfig | None = None, lesson: str | None = N
         raise GraderError(f"the hidden checks for {official.id} failed to run:\n" + "\n".join(errors))
     order = {name: i for i, name in enumerate(official.exercises)}
     results.sort(key=lambda r: order.get(r.exercise, len(order)))
-    return Report(lesson=official.id, tests=results, notices=extracted.notices,
-                  receipt=make_receipt(official.id, extracted.code, config.seed))
+    receipt = make_receipt(official.id, extracted.code, config.seed)
+    receipt["file_sha256"] = file_sha256(Path(path))
+    return Report(lesson=official.id, tests=results, notices=extracted.notices, receipt=receipt)
+
+
+def guess_lesson(path: Path, config: GraderConfig) -> str:
+    return next((lid for lid in official_lessons(config) if Path(path).stem.startswith(lid)), "unknown")
+
+
+def grade_file(path: Path, config: GraderConfig | None = None) -> Report:
+    """Like `grade`, but a file that is not a usable notebook becomes an
+    "ungradable" report with the reason, instead of an exception."""
+    config = config or GraderConfig()
+    try:
+        return grade(path, config)
+    except NotebookError as exc:
+        message = str(exc).replace(f"{path}: ", "", 1)
+        return Report(lesson=guess_lesson(path, config), tests=[], notices=[message],
+                      status="ungradable",
+                      receipt={"file_sha256": file_sha256(Path(path)) if Path(path).is_file() else None,
+                               "grader_version": __version__})

@@ -6,8 +6,10 @@ import hashlib
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import grader
+from grader import isolation
 from grader.learner import ExerciseCode
 from grader.runner import checks_file
 
@@ -27,6 +29,10 @@ def sha256_text(*parts: str) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def submission_hash(code: dict[str, ExerciseCode]) -> str:
     """Hash of the graded cells only: an edit elsewhere does not change it."""
     return sha256_text(*(f"{name}\0{c.source if c.source is not None else '<missing>'}"
@@ -43,4 +49,5 @@ def make_receipt(lesson_id: str, code: dict[str, ExerciseCode], seed: int) -> di
         "numpy": _version("numpy"),
         "torch": _version("torch"),
         "platform": f"{platform.system()}-{platform.machine()} ({sys.platform})",
+        "isolation": isolation.describe(),
     }

@@ -1,0 +1,183 @@
+"""Grade a whole class: find the submissions, grade them in parallel, keep every result.
+
+Layout of SUBMISSIONS_DIR: one notebook per learner (`ada.ipynb`), or one
+folder per learner holding several lessons (`ada/03_loss_scaling.ipynb`). The
+learner id is the file or folder name.
+
+Each result is written atomically by the process that graded it, as soon as it
+is known, to OUT/reports/<learner>/<file stem>.json. A re-run skips every
+submission whose file hash and grader version (and hidden-check hash) match its
+report, so a batch killed halfway is completed by running it again, with every
+result present exactly once. The gradebook, Gradescope files and review pages
+are rebuilt from the reports at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from grader import __version__
+from grader.config import GraderConfig
+from grader.progress import Progress
+from grader.receipt import file_sha256
+from grader.report import write_atomic
+from grader.results import Report
+
+SKIP_NAMES = {".ipynb_checkpoints", "__MACOSX"}
+
+
+@dataclass(frozen=True)
+class Item:
+    learner: str
+    path: Path
+
+    def report_path(self, out: Path) -> Path:
+        return out / "reports" / self.learner / f"{self.path.stem}.json"
+
+
+def discover(submissions: Path) -> list[Item]:
+    """Every submission, in a stable order. Any top-level file counts (a learner
+    who uploaded a PDF still gets a row saying so); inside a learner's folder,
+    the .ipynb files do."""
+    items = []
+    for entry in sorted(Path(submissions).iterdir()):
+        if entry.name.startswith(".") or entry.name in SKIP_NAMES:
+            continue
+        if entry.is_dir():
+            for path in sorted(entry.rglob("*.ipynb")):
+                if not any(part in SKIP_NAMES or part.startswith(".") for part in path.relative_to(entry).parts):
+                    items.append(Item(entry.name, path))
+        elif entry.is_file():
+            items.append(Item(entry.stem, entry))
+    return items
+
+
+def _checks_hashes() -> dict[str, str]:
+    import hashlib
+    from grader.runner import CHECKS_DIR
+    return {p.stem.removeprefix("test_"): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in CHECKS_DIR.glob("test_*.py")}
+
+
+def is_current(item: Item, out: Path, checks: dict[str, str]) -> bool:
+    """Was this exact file already graded by this grader version and these checks?"""
+    try:
+        receipt = json.loads(item.report_path(out).read_text())["receipt"]
+        lesson = json.loads(item.report_path(out).read_text())["lesson"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (receipt.get("file_sha256") == file_sha256(item.path)
+            and receipt.get("grader_version") == __version__
+            and receipt.get("checks_sha256", checks.get(lesson)) == checks.get(lesson))
+
+
+# -- in each pool process ----------------------------------------------------
+
+_config: GraderConfig | None = None
+
+
+def _init(config: GraderConfig) -> None:
+    global _config
+    _config = config
+
+
+def _grade_one(item: Item, out: Path) -> tuple[Item, dict, float]:
+    from grader.grade import grade_file
+    start = time.perf_counter()
+    try:
+        report = grade_file(item.path, _config)
+    except Exception as exc:  # noqa: BLE001 - one grader failure must not stop the batch
+        report = Report(lesson="unknown", tests=[], status="ungradable",
+                        notices=[f"the grader failed on this file ({type(exc).__name__}: {exc}); "
+                                 "your instructor has been told"],
+                        receipt={"file_sha256": _safe_hash(item.path), "grader_version": __version__})
+    data = report.to_dict()
+    data["learner"] = item.learner
+    data["file"] = item.path.name
+    data["execution_time"] = round(time.perf_counter() - start, 3)
+    write_atomic(item.report_path(out), json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return item, data, data["execution_time"]
+
+
+def _safe_hash(path: Path) -> str | None:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+# -- the batch ----------------------------------------------------------------
+
+def _run_pool(todo: list[Item], out: Path, config: GraderConfig, jobs: int, progress: Progress) -> None:
+    """Grade `todo` in `jobs` processes. If a grading process dies, the pool is
+    rebuilt and its unfinished items retried once; an item that kills the pool
+    twice gets a report saying so, and the batch goes on."""
+    attempts = {item: 0 for item in todo}
+    remaining = list(todo)
+    while remaining:
+        # Spawned, not forked: the pool's processes start without this process's threads.
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init,
+                                 initargs=(config,)) as pool:
+            futures = {pool.submit(_grade_one, item, out): item for item in remaining}
+            remaining = []
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = futures[future]
+                    try:
+                        future.result()
+                    except BrokenProcessPool:
+                        attempts[item] += 1
+                        if attempts[item] < 2:
+                            remaining.append(item)
+                            continue
+                        _write_failure(item, out, "a grading process died twice on this file")
+                    progress.advance()
+
+
+def _write_failure(item: Item, out: Path, why: str) -> None:
+    data = Report(lesson="unknown", tests=[], status="ungradable",
+                  notices=[f"{why}; your instructor has been told"],
+                  receipt={"file_sha256": _safe_hash(item.path), "grader_version": __version__}).to_dict()
+    data.update(learner=item.learner, file=item.path.name, execution_time=0.0)
+    write_atomic(item.report_path(out), json.dumps(data, indent=2) + "\n")
+
+
+@dataclass
+class BatchResult:
+    items: list[Item]
+    graded: int
+    skipped: int
+    seconds: float
+    reports: dict[Item, dict]
+
+
+def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None,
+                jobs: int | None = None, progress: Progress | None = None) -> BatchResult:
+    config = config or GraderConfig()
+    out = Path(out)
+    # Learner code must not read other learners' work or the results.
+    config = replace(config, hidden_paths=tuple(config.hidden_paths) + (str(Path(submissions).resolve()),
+                                                                         str(out.resolve())))
+    items = discover(submissions)
+    checks = _checks_hashes()
+    todo = [item for item in items if not is_current(item, out, checks)]
+    progress = progress or Progress(len(todo))
+    start = time.perf_counter()
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
+    _run_pool(todo, out, config, jobs, progress)
+    progress.finish()
+    reports = {}
+    for item in items:
+        reports[item] = json.loads(item.report_path(out).read_text())
+    from grader.class_outputs import write_class_outputs
+    write_class_outputs(items, reports, out, config)
+    return BatchResult(items, len(todo), len(items) - len(todo), time.perf_counter() - start, reports)
