@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from grader import __version__
 from grader.config import GraderConfig
 from grader.learner import Submission
-from grader.notebook import Lesson, NotebookError, extract_exercises, lesson_id, read_notebook
+from grader.notebook import (Extracted, Lesson, NotebookError, extract_exercises, lesson_id,
+                             read_notebook)
 from grader.receipt import file_sha256, make_receipt
 from grader.results import Report
 from grader.runner import checks_file, run_checks
@@ -39,36 +41,71 @@ def find_lesson(nb, path: Path, config: GraderConfig, override: str | None = Non
     return Lesson.from_notebook(lessons[wanted])
 
 
-def grade(path: Path, config: GraderConfig | None = None, lesson: str | None = None) -> Report:
-    """Grade a notebook. Raises NotebookError for a file that is not a usable notebook."""
-    config = config or GraderConfig()
+@dataclass
+class _Prepared:
+    path: Path
+    lesson: Lesson
+    extracted: Extracted
+
+
+def _prepare(path: Path, config: GraderConfig, lesson: str | None = None) -> _Prepared:
     nb = read_notebook(Path(path))
     official = find_lesson(nb, Path(path), config, lesson)
-    extracted = extract_exercises(nb, official)
-    with Submission(extracted.code, config) as submission:
-        results, errors = run_checks(official.id, submission, config.seed)
+    return _Prepared(Path(path), official, extract_exercises(nb, official))
+
+
+def _grade_prepared(batch: list[_Prepared], config: GraderConfig) -> list[Report]:
+    """Grade submissions of one lesson in one pytest session."""
+    official = batch[0].lesson
+    submissions = [Submission(p.extracted.code, config) for p in batch]
+    results, errors = run_checks(official.id, submissions, config.seed)
     if errors:
         raise GraderError(f"the hidden checks for {official.id} failed to run:\n" + "\n".join(errors))
     order = {name: i for i, name in enumerate(official.exercises)}
-    results.sort(key=lambda r: order.get(r.exercise, len(order)))
-    receipt = make_receipt(official.id, extracted.code, config.seed)
-    receipt["file_sha256"] = file_sha256(Path(path))
-    return Report(lesson=official.id, tests=results, notices=extracted.notices, receipt=receipt)
+    reports = []
+    for prepared, tests in zip(batch, results):
+        tests.sort(key=lambda r: order.get(r.exercise, len(order)))
+        receipt = make_receipt(official.id, prepared.extracted.code, config.seed)
+        receipt["file_sha256"] = file_sha256(prepared.path)
+        reports.append(Report(lesson=official.id, tests=tests, notices=prepared.extracted.notices,
+                              receipt=receipt))
+    return reports
+
+
+def grade(path: Path, config: GraderConfig | None = None, lesson: str | None = None) -> Report:
+    """Grade a notebook. Raises NotebookError for a file that is not a usable notebook."""
+    config = config or GraderConfig()
+    return _grade_prepared([_prepare(path, config, lesson)], config)[0]
 
 
 def guess_lesson(path: Path, config: GraderConfig) -> str:
     return next((lid for lid in official_lessons(config) if Path(path).stem.startswith(lid)), "unknown")
 
 
-def grade_file(path: Path, config: GraderConfig | None = None) -> Report:
-    """Like `grade`, but a file that is not a usable notebook becomes an
-    "ungradable" report with the reason, instead of an exception."""
+def _ungradable(path: Path, config: GraderConfig, message: str) -> Report:
+    return Report(lesson=guess_lesson(path, config), tests=[], notices=[message], status="ungradable",
+                  receipt={"file_sha256": file_sha256(Path(path)) if Path(path).is_file() else None,
+                           "grader_version": __version__})
+
+
+def grade_many(paths: list[Path], config: GraderConfig | None = None) -> list[Report]:
+    """Grade many files, one pytest session per lesson. A file that is not a
+    usable notebook gets an "ungradable" report with the reason."""
     config = config or GraderConfig()
-    try:
-        return grade(path, config)
-    except NotebookError as exc:
-        message = str(exc).replace(f"{path}: ", "", 1)
-        return Report(lesson=guess_lesson(path, config), tests=[], notices=[message],
-                      status="ungradable",
-                      receipt={"file_sha256": file_sha256(Path(path)) if Path(path).is_file() else None,
-                               "grader_version": __version__})
+    reports: dict[int, Report] = {}
+    by_lesson: dict[str, list[tuple[int, _Prepared]]] = {}
+    for i, path in enumerate(paths):
+        try:
+            prepared = _prepare(path, config)
+        except NotebookError as exc:
+            reports[i] = _ungradable(path, config, str(exc).replace(f"{path}: ", "", 1))
+            continue
+        by_lesson.setdefault(prepared.lesson.id, []).append((i, prepared))
+    for group in by_lesson.values():
+        for (i, _), report in zip(group, _grade_prepared([p for _, p in group], config)):
+            reports[i] = report
+    return [reports[i] for i in range(len(paths))]
+
+
+def grade_file(path: Path, config: GraderConfig | None = None) -> Report:
+    return grade_many([path], config)[0]

@@ -28,37 +28,62 @@ def checks_file(lesson_id: str) -> Path:
 
 
 class _Collector:
-    def __init__(self, submission: Submission, seed: int):
-        self.submission = submission
+    """The plugin: gives checks their fixtures and records every outcome.
+
+    One pytest session grades many submissions of one lesson: each check is
+    parametrized over the submissions, so collection is paid once per batch,
+    and items run grouped by submission so each one's workers close as soon as
+    its last check is done.
+    """
+
+    def __init__(self, submissions: list[Submission], seed: int):
+        self.submissions = submissions
         self._seed = seed
-        self.results: list[CheckResult] = []
+        self.results: list[list[CheckResult]] = [[] for _ in submissions]
         self.collection_errors: list[str] = []
+        self._current: int | None = None
+
+    def pytest_generate_tests(self, metafunc):
+        if "learner" in metafunc.fixturenames:
+            metafunc.parametrize("learner", range(len(self.submissions)), indirect=True,
+                                 ids=[f"s{i}" for i in range(len(self.submissions))])
+
+    def pytest_collection_modifyitems(self, items):
+        items.sort(key=lambda item: item.callspec.params.get("learner", 0)
+                   if hasattr(item, "callspec") else 0)
 
     @pytest.fixture
     def learner(self, request):
         marker = request.node.get_closest_marker("exercise")
-        return self.submission.learner(marker.kwargs["name"])
+        return self.submissions[request.param].learner(marker.kwargs["name"])
 
     @pytest.fixture
     def seed(self):
         return self._seed
 
-    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item):
+        index = item.callspec.params.get("learner") if hasattr(item, "callspec") else None
+        if index != self._current and self._current is not None:
+            self.submissions[self._current].close()
+        self._current = index
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, item, call):
-        outcome = yield
-        report = outcome.get_result()
+        """Record the outcome, and make a bare report: pytest's own traceback
+        rendering costs more than a whole check and is never shown to anyone."""
+        exc = call.excinfo.value if call.excinfo else None
         marker = item.get_closest_marker("exercise")
-        if marker is None or report.when not in ("setup", "call"):
-            return
-        if report.when == "setup" and report.passed:
-            return
-        if report.when == "call" or report.failed:
+        if marker is not None and hasattr(item, "callspec") and (call.when == "call" or exc is not None):
             points = float(marker.kwargs["points"])
-            status, message = classify(call.excinfo.value if call.excinfo else None)
-            self.results.append(CheckResult(
-                name=item.name, exercise=marker.kwargs["name"],
+            status, message = classify(exc)
+            self.results[item.callspec.params["learner"]].append(CheckResult(
+                name=item.originalname, exercise=marker.kwargs["name"],
                 score=points if status == "passed" else 0.0, max_score=points,
                 status=status, message=message or _describe(item)))
+        outcome = "passed" if exc is None else "failed"
+        longrepr = None if exc is None else f"{type(exc).__name__}: {str(exc)[:500]}"
+        return pytest.TestReport(item.nodeid, item.location, {}, outcome, longrepr, call.when,
+                                 duration=call.duration, start=call.start, stop=call.stop)
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -95,16 +120,24 @@ def classify(exc: BaseException | None) -> tuple[str, str]:
                      "fault); your instructor has the details.")
 
 
-def run_checks(lesson_id: str, submission: Submission, seed: int) -> tuple[list[CheckResult], list[str]]:
-    """Run every hidden check of a lesson; return results and any internal errors."""
+def run_checks(lesson_id: str, submissions: list[Submission], seed: int
+               ) -> tuple[list[list[CheckResult]], list[str]]:
+    """Run every hidden check of a lesson on each submission, in one pytest session.
+
+    Returns one list of results per submission, and any internal errors.
+    """
     path = checks_file(lesson_id)
-    collector = _Collector(submission, seed)
+    collector = _Collector(submissions, seed)
     args = [str(path), "-q", "-p", "no:cacheprovider", "-p", "no:nbval", "-p", "no:randomly",
             "--import-mode=importlib", "-c", str(CHECKS_DIR / "pytest.ini"),
             "--rootdir", str(CHECKS_DIR), "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     sink = io.StringIO()
-    with redirect_stdout(sink), redirect_stderr(sink):
-        code = pytest.main(args, plugins=[collector])
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            code = pytest.main(args, plugins=[collector])
+    finally:
+        for submission in submissions:
+            submission.close()
     errors = list(collector.collection_errors)
     if code not in (0, 1) and not errors:
         errors.append(f"pytest exited with {code}: {sink.getvalue()[-2000:]}")

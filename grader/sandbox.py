@@ -115,6 +115,19 @@ def hidden_paths(config: GraderConfig) -> list[str]:
     return sorted({str(p.resolve()) for p in paths if p.exists()})
 
 
+def _pipe() -> tuple[int, int]:
+    """A pipe with a 1 MiB buffer where Linux allows it: a 10^6-float argument then
+    crosses in a few wake-ups instead of hundreds."""
+    r, w = os.pipe()
+    if sys.platform.startswith("linux"):
+        try:
+            import fcntl
+            fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ
+        except OSError:
+            pass
+    return r, w
+
+
 class Worker:
     """One sandboxed learner process, spoken to in framed plain-data messages.
 
@@ -130,8 +143,8 @@ class Worker:
                    "limits": {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,
                               "file_size": config.file_size,
                               "processes": config.processes if self.uid is not None else None}}
-        req_r, self._req_w = os.pipe()
-        self._rep_r, rep_w = os.pipe()
+        req_r, self._req_w = _pipe()
+        self._rep_r, rep_w = _pipe()
         out_r, out_w = os.pipe()
         self._output = _CappedOutput(out_r, config.output_cap)
         self._output.start()
@@ -207,7 +220,7 @@ class Worker:
             if not writable:
                 continue
             try:
-                view = view[os.write(self._req_w, view[: 1 << 16]):]
+                view = view[os.write(self._req_w, view[: 1 << 20]):]
             except BrokenPipeError:
                 self._fail(WorkerCrashed, "sending it the inputs")
 

@@ -6,11 +6,15 @@ million floats is slow as text, so a few tagged objects extend it:
     {"$float": "inf" | "-inf" | "nan"}            a non-finite float
     {"$tuple": [...]}                              a tuple
     {"$dict": [[key, value], ...]}                 a dict whose keys are not plain strings
-    {"$floats": "<base64 float64>"}                a long list whose items are all exactly float
-    {"$array": {"kind", "dtype", "shape", "data"}} a numpy array or torch tensor, raw bytes
+    {"$floats": {"at": i}}                         a long list whose items are all exactly float
+    {"$array": {"kind", "dtype", "shape", "at"}}   a numpy array or torch tensor
     {"$scalar": {"dtype", "value"}}                a numpy scalar such as float32
     {"$opaque": {"type", "base"}}                  anything else: only its type's name crosses
     {"$ref": "name"}                               (requests only) an object kept in the worker
+
+Bulk data (`at`) travels as raw bytes after the JSON, not as text: a message is
+an 8-byte JSON length, the JSON, then each attachment as an 8-byte length and
+its bytes (float64 in native order: both ends run on one machine).
 
 Only exact builtin types are encoded as themselves. A subclass of float or list,
 whose `__eq__` or `__iter__` the learner may have rewritten, crosses as opaque,
@@ -21,15 +25,13 @@ Nothing here unpickles, and the decoder refuses any tag or dtype it does not kno
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import struct
 # Bound at import. The worker imports this module before any learner code runs,
 # so a learner who patches builtins or math cannot change how values cross.
 from builtins import all, bool, dict, float, int, isinstance, issubclass, len, list, str, tuple, type
 from math import isfinite, isnan
-from struct import pack, unpack
+from array import array
 
 MAX_DEPTH = 32
 LONG_LIST = 64  # float lists at least this long travel packed
@@ -54,6 +56,18 @@ class Ref:
 
     def __repr__(self) -> str:
         return f"Ref({self.name!r})"
+
+
+class Frozen:
+    """A long constant list of floats, packed once and sent as often as needed."""
+
+    __slots__ = ("value", "raw")
+
+    def __init__(self, value: list):
+        if not (type(value) is list and set(map(type, value)) <= {float}):
+            raise TypeError("Frozen holds a list of floats")
+        self.value = value
+        self.raw = array("d", value).tobytes()
 
 
 class Opaque:
@@ -83,12 +97,17 @@ class Opaque:
 
 # -- encoding --------------------------------------------------------------
 
-def encode(value) -> object:
-    """Turn a value into JSON-ready plain data, by exact type."""
-    return _encode(value, 0)
+def encode(value, attachments: list | None = None) -> object:
+    """Turn a value into JSON-ready plain data, by exact type; bulk bytes go to `attachments`."""
+    return _encode(value, 0, [] if attachments is None else attachments)
 
 
-def _encode(value, depth: int):
+def _attach(attachments: list, raw: bytes) -> int:
+    attachments.append(raw)
+    return len(attachments) - 1
+
+
+def _encode(value, depth: int, att: list):
     if depth > MAX_DEPTH:
         raise WireError("value is nested too deeply")
     t = type(value)
@@ -99,18 +118,21 @@ def _encode(value, depth: int):
             return value
         return {"$float": "nan" if isnan(value) else ("inf" if value > 0 else "-inf")}
     if t is list:
-        if len(value) >= LONG_LIST and all(type(v) is float for v in value):
-            return {"$floats": base64.b64encode(pack(f"<{len(value)}d", *value)).decode()}
-        return [_encode(v, depth + 1) for v in value]
+        if len(value) >= LONG_LIST and set(map(type, value)) == {float}:
+            return {"$floats": {"at": _attach(att, array("d", value).tobytes())}}
+        return [_encode(v, depth + 1, att) for v in value]
     if t is tuple:
-        return {"$tuple": [_encode(v, depth + 1) for v in value]}
+        return {"$tuple": [_encode(v, depth + 1, att) for v in value]}
     if t is dict:
         if all(type(k) is str and not k.startswith("$") for k in value):
-            return {k: _encode(v, depth + 1) for k, v in value.items()}
-        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+            return {k: _encode(v, depth + 1, att) for k, v in value.items()}
+        return {"$dict": [[_encode(k, depth + 1, att), _encode(v, depth + 1, att)]
+                          for k, v in value.items()]}
     if t is Ref:
         return {"$ref": value.name}
-    encoded = _encode_array(value)
+    if t is Frozen:
+        return {"$floats": {"at": _attach(att, value.raw)}}
+    encoded = _encode_array(value, att)
     if encoded is not None:
         return encoded
     return {"$opaque": {"type": t.__name__[:80], "base": _builtin_base(t)}}
@@ -123,7 +145,7 @@ def _builtin_base(t: type) -> str | None:
     return None
 
 
-def _encode_array(value):
+def _encode_array(value, att: list):
     module = type(value).__module__
     if module == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
         tensor = value.detach().cpu().contiguous()
@@ -131,17 +153,17 @@ def _encode_array(value):
         if dtype not in ARRAY_DTYPES:
             return None
         raw = tensor.reshape(-1).view(_same_width_int(dtype)).numpy().tobytes() if tensor.numel() else b""
-        return _array("tensor", dtype, list(tensor.shape), raw)
+        return _array("tensor", dtype, list(tensor.shape), _attach(att, raw))
     if module == "numpy" and type(value).__name__ == "ndarray":
         dtype = str(value.dtype)
         if dtype not in ARRAY_DTYPES:
             return None
         import numpy as np
-        return _array("ndarray", dtype, list(value.shape), np.ascontiguousarray(value).tobytes())
+        return _array("ndarray", dtype, list(value.shape), _attach(att, np.ascontiguousarray(value).tobytes()))
     if module == "numpy" and hasattr(value, "dtype") and getattr(value, "shape", None) == ():
         dtype = str(value.dtype)
         if dtype in ARRAY_DTYPES:
-            return {"$scalar": {"dtype": dtype, "value": _encode(value.item(), 1)}}
+            return {"$scalar": {"dtype": dtype, "value": _encode(value.item(), 1, att)}}
     return None
 
 
@@ -153,74 +175,103 @@ def _same_width_int(dtype: str):
     return {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width]
 
 
-def _array(kind: str, dtype: str, shape: list, raw: bytes) -> dict:
-    return {"$array": {"kind": kind, "dtype": dtype, "shape": shape,
-                       "data": base64.b64encode(raw).decode()}}
+def _array(kind: str, dtype: str, shape: list, at: int) -> dict:
+    return {"$array": {"kind": kind, "dtype": dtype, "shape": shape, "at": at}}
 
 
 def dumps(value) -> bytes:
-    return json.dumps(encode(value), allow_nan=False, separators=(",", ":")).encode()
+    attachments: list = []
+    return frame(encode(value, attachments), attachments)
+
+
+def frame(encoded, attachments: list) -> bytes:
+    """Serialize already-encoded data and its attachments into one message."""
+    text = json.dumps(encoded, allow_nan=False, separators=(",", ":")).encode()
+    parts = [len(text).to_bytes(8, "big"), text]
+    for raw in attachments:
+        parts += [len(raw).to_bytes(8, "big"), raw]
+    return b"".join(parts)
 
 
 # -- decoding --------------------------------------------------------------
 
 def loads(data: bytes, allow_refs: bool = False):
     """Parse and validate a message. Raises WireError on anything unexpected."""
+    view = memoryview(data)
+    size = int.from_bytes(view[:8], "big") if len(view) >= 8 else -1
+    if not 0 <= size <= len(view) - 8:
+        raise WireError("truncated message")
+    attachments, at = [], 8 + size
+    while at < len(view):
+        n = int.from_bytes(view[at:at + 8], "big")
+        if at + 8 + n > len(view):
+            raise WireError("truncated attachment")
+        attachments.append(view[at + 8:at + 8 + n])
+        at += 8 + n
     try:
-        raw = json.loads(data, parse_constant=_refuse_constant)
+        raw = json.loads(bytes(view[8:8 + size]), parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise WireError(f"not valid JSON: {exc}") from None
-    return decode(raw, allow_refs=allow_refs)
+    return decode(raw, allow_refs=allow_refs, attachments=attachments)
 
 
 def _refuse_constant(name: str):
     raise WireError(f"bare {name} is not allowed; non-finite floats are tagged")
 
 
-def decode(raw, allow_refs: bool = False):
-    return _decode(raw, 0, allow_refs)
+def decode(raw, allow_refs: bool = False, attachments: list | None = None):
+    return _decode(raw, 0, allow_refs, attachments or [])
 
 
-def _decode(raw, depth: int, allow_refs: bool):
+def _attachment(body: dict, attachments: list) -> memoryview:
+    at = body.get("at")
+    if type(at) is not int or not 0 <= at < len(attachments):
+        raise WireError("bad attachment reference")
+    return attachments[at]
+
+
+def _decode(raw, depth: int, allow_refs: bool, att: list):
     if depth > MAX_DEPTH:
         raise WireError("value is nested too deeply")
     if raw is None or isinstance(raw, (bool, int, float, str)):
         return raw
     if isinstance(raw, list):
-        return [_decode(v, depth + 1, allow_refs) for v in raw]
+        return [_decode(v, depth + 1, allow_refs, att) for v in raw]
     if not isinstance(raw, dict):
         raise WireError(f"unexpected JSON value of type {type(raw).__name__}")
     tags = [k for k in raw if k.startswith("$")]
     if not tags:
-        return {k: _decode(v, depth + 1, allow_refs) for k, v in raw.items()}
+        return {k: _decode(v, depth + 1, allow_refs, att) for k, v in raw.items()}
     if len(raw) != 1:
         raise WireError("a tagged object must have exactly one key")
     tag, body = tags[0], raw[tags[0]]
     if tag == "$float" and body in _NONFINITE:
         return _NONFINITE[body]
     if tag == "$tuple" and isinstance(body, list):
-        return tuple(_decode(v, depth + 1, allow_refs) for v in body)
+        return tuple(_decode(v, depth + 1, allow_refs, att) for v in body)
     if tag == "$dict" and isinstance(body, list):
         out = {}
         for pair in body:
             if not (isinstance(pair, list) and len(pair) == 2):
                 raise WireError("$dict items must be [key, value] pairs")
-            key = _decode(pair[0], depth + 1, allow_refs)
+            key = _decode(pair[0], depth + 1, allow_refs, att)
             try:
-                out[key] = _decode(pair[1], depth + 1, allow_refs)
+                out[key] = _decode(pair[1], depth + 1, allow_refs, att)
             except TypeError:
                 raise WireError("$dict key is not hashable") from None
         return out
-    if tag == "$floats" and isinstance(body, str):
-        raw_bytes = _b64(body)
+    if tag == "$floats" and isinstance(body, dict):
+        raw_bytes = _attachment(body, att)
         if len(raw_bytes) % 8:
             raise WireError("$floats payload is not a whole number of float64s")
-        return list(unpack(f"<{len(raw_bytes) // 8}d", raw_bytes))
+        floats = array("d")
+        floats.frombytes(raw_bytes)
+        return floats.tolist()
     if tag == "$array" and isinstance(body, dict):
-        return _decode_array(body)
+        return _decode_array(body, _attachment(body, att))
     if tag == "$scalar" and isinstance(body, dict) and body.get("dtype") in ARRAY_DTYPES:
         import numpy as np
-        value = _decode(body.get("value"), depth + 1, allow_refs)
+        value = _decode(body.get("value"), depth + 1, allow_refs, att)
         if not isinstance(value, (bool, int, float)) or body["dtype"] not in _NUMPY_DTYPES:
             raise WireError("bad $scalar")
         return np.dtype(body["dtype"]).type(value)
@@ -238,21 +289,13 @@ _NUMPY_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8",
                            "float16", "float32", "float64"})
 
 
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (ValueError, UnicodeEncodeError):
-        raise WireError("bad base64 payload") from None
-
-
-def _decode_array(body: dict):
+def _decode_array(body: dict, raw: memoryview):
     kind, dtype, shape = body.get("kind"), body.get("dtype"), body.get("shape")
     if kind not in ("tensor", "ndarray") or dtype not in ARRAY_DTYPES:
         raise WireError("bad $array kind or dtype")
     if not (isinstance(shape, list) and len(shape) <= 8
             and all(type(n) is int and 0 <= n for n in shape)):
         raise WireError("bad $array shape")
-    raw = _b64(body.get("data", ""))
     count = math.prod(shape)
     if kind == "ndarray":
         import numpy as np

@@ -24,17 +24,16 @@ from builtins import getattr, int, isinstance, len, list, min, str, tuple, type
 from grader import isolation, wire
 
 _read, _write = os.read, os.write
-_loads, _encode = wire.loads, wire.encode
+_loads, _encode, _frame = wire.loads, wire.encode, wire.frame
 _PRISTINE = dict(vars(builtins))
-_json_dumps = __import__("json").dumps
 _format_tb, _extract_tb = traceback.format_exception_only, traceback.extract_tb
 HEADER = 8
 MAX_REQUEST = 256 * 2**20
 
 
-def _dumps(reply: dict) -> bytes:
+def _dumps(reply: dict, attachments: list = ()) -> bytes:
     """Replies hold values that `_reply_value` has already encoded."""
-    return _json_dumps(reply, allow_nan=False, separators=(",", ":")).encode()
+    return _frame(reply, list(attachments))
 
 
 def _with_pristine_builtins(fn, *args, **kwargs):
@@ -82,16 +81,15 @@ def _resolve(namespace: dict, target: str):
 
 
 def _unref(namespace: dict, value):
-    """Swap `Ref` placeholders in request arguments for the named objects."""
+    """Swap a `Ref` argument for the named object. Refs are whole arguments,
+    never nested, so a long list argument is not walked item by item."""
     if isinstance(value, wire.Ref):
         return _resolve(namespace, value.name)
-    if type(value) is list:
-        return [_unref(namespace, v) for v in value]
-    if type(value) is tuple:
-        return tuple(_unref(namespace, v) for v in value)
-    if type(value) is dict:
-        return {k: _unref(namespace, v) for k, v in value.items()}
     return value
+
+
+def _args(namespace: dict, args) -> list:
+    return [_unref(namespace, a) for a in args]
 
 
 def _raised(exc: BaseException, filename_prefix: str = "<exercise") -> dict:
@@ -105,15 +103,17 @@ def _raised(exc: BaseException, filename_prefix: str = "<exercise") -> dict:
                        "where": where, "memory": isinstance(exc, MemoryError)}}
 
 
-def _reply_value(value) -> dict:
+def _reply_value(value, att: list) -> dict:
+    mark = len(att)
     try:
-        return {"ok": _encode(value)}
+        return {"ok": _encode(value, att)}
     except BaseException as exc:  # a value too deep or too strange to encode
+        del att[mark:]
         return {"ok": {"$opaque": {"type": type(value).__name__[:80], "base": None}},
                 "note": f"{type(exc).__name__}: {exc}"[:200]}
 
 
-def _handle(namespace: dict, request: dict) -> dict:
+def _handle(namespace: dict, request: dict, att: list) -> dict:
     op = request.get("op")
     if op == "ping":
         return {"ok": None}
@@ -122,22 +122,22 @@ def _handle(namespace: dict, request: dict) -> dict:
         exec(code, namespace)
         return {"ok": None}
     if op == "get":
-        return _reply_value(_resolve(namespace, request["target"]))
+        return _reply_value(_resolve(namespace, request["target"]), att)
     if op == "call":
         fn = _resolve(namespace, request["target"])
-        args = _unref(namespace, request.get("args", []))
-        kwargs = _unref(namespace, request.get("kwargs", {}))
+        args = _args(namespace, request.get("args", []))
+        kwargs = {k: _unref(namespace, v) for k, v in request.get("kwargs", {}).items()}
         result = fn(*args, **kwargs)
         if request.get("store"):
             namespace[request["store"]] = result
             return {"ok": None}
-        return _reply_value(result)
+        return _reply_value(result, att)
     if op == "map":
         fn = _resolve(namespace, request["target"])
         outcomes = []
         for args in request["calls"]:
             try:
-                outcomes.append(_reply_value(fn(*_unref(namespace, args))))
+                outcomes.append(_reply_value(fn(*_args(namespace, args)), att))
             except BaseException as exc:  # each call's failure is its own outcome
                 outcomes.append(_raised(exc))
         return {"outcomes": outcomes}
@@ -172,12 +172,14 @@ def serve(fd_in: int, fd_out: int, spec: dict) -> None:
             request = _with_pristine_builtins(_loads, _read_exact(fd_in, size), allow_refs=True)
         except EOFError:
             return
+        att: list = []
         try:
-            reply = _handle(namespace, request)
+            reply = _handle(namespace, request, att)
         except BaseException as exc:  # learner errors, sys.exit and all, become data
             reply = _with_pristine_builtins(_raised, exc)
+            att = []
         try:
-            payload = _with_pristine_builtins(_dumps, reply)
+            payload = _with_pristine_builtins(_dumps, reply, att)
         except BaseException as exc:
             payload = _with_pristine_builtins(_dumps, {"raised": {
                 "type": "EncodingError", "message": str(exc)[:500], "where": "", "memory": False}})

@@ -35,17 +35,22 @@ def test_plain_values_round_trip_exactly(value):
 
 
 def test_non_finite_floats_are_tagged_not_bare():
-    text = wire.dumps([math.inf, -math.inf, math.nan])
-    assert b"Infinity" not in text and b"NaN" not in text
-    back = wire.loads(text)
+    message = wire.dumps([math.inf, -math.inf, math.nan])
+    assert b"Infinity" not in message and b"NaN" not in message
+    back = wire.loads(message)
     assert back[0] == math.inf and back[1] == -math.inf and math.isnan(back[2])
 
 
-def test_long_float_lists_travel_packed_and_exact():
+def test_long_float_lists_travel_as_raw_bytes_and_exact():
     values = [i * 0.1 for i in range(1000)] + [math.inf, 5e-324]
-    text = wire.dumps(values)
-    assert b"$floats" in text
-    assert wire.loads(text) == values
+    message = wire.dumps(values)
+    assert b"$floats" in message and len(message) < 8 * len(values) + 100
+    assert wire.loads(message) == values
+
+
+def test_a_frozen_list_is_sent_like_any_long_list():
+    frozen = wire.Frozen([0.5] * 100)
+    assert wire.loads(wire.dumps([frozen, 1])) == [[0.5] * 100, 1]
 
 
 def test_lists_with_any_non_float_are_not_packed():
@@ -79,21 +84,34 @@ def test_numpy_scalars_keep_their_dtype():
     assert back.dtype == np.float32 and back == np.float32(0.1)
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"$pickle": "gASV"}',
-    b'{"$float": "-nan"}',
-    b"NaN",
-    b'{"$floats": "not base64!"}',
-    b'{"$array": {"kind": "ndarray", "dtype": "object", "shape": [1], "data": ""}}',
-    b'{"$array": {"kind": "ndarray", "dtype": "float32", "shape": [4], "data": "AAAA"}}',
-    b'{"$ref": "secret"}',
-    b'{"$float": "inf", "extra": 1}',
-    b"[" * 100 + b"]" * 100,
+def _message(text: bytes, *attachments: bytes) -> bytes:
+    """A raw message: JSON length, JSON text, then each attachment with its length."""
+    return b"".join([len(text).to_bytes(8, "big"), text,
+                     *(len(a).to_bytes(8, "big") + a for a in attachments)])
+
+
+@pytest.mark.parametrize("text, attachments", [
+    (b'{"$pickle": "gASV"}', ()),
+    (b'{"$float": "-nan"}', ()),
+    (b"NaN", ()),
+    (b'{"$floats": {"at": 0}}', (b"\x00" * 7,)),
+    (b'{"$floats": {"at": 3}}', ()),
+    (b'{"$array": {"kind": "ndarray", "dtype": "object", "shape": [1], "at": 0}}', (b"x",)),
+    (b'{"$array": {"kind": "ndarray", "dtype": "float32", "shape": [4], "at": 0}}', (b"\x00" * 8,)),
+    (b'{"$ref": "secret"}', ()),
+    (b'{"$float": "inf", "extra": 1}', ()),
+    (b"[" * 100 + b"]" * 100, ()),
 ])
-def test_malformed_or_unknown_payloads_are_refused(payload):
+def test_malformed_or_unknown_payloads_are_refused(text, attachments):
     with pytest.raises(wire.WireError):
-        wire.loads(payload)
+        wire.loads(_message(text, *attachments))
+
+
+def test_truncated_messages_are_refused():
+    message = wire.dumps([0.5] * 100)
+    with pytest.raises(wire.WireError):
+        wire.loads(message[:-10])
 
 
 def test_refs_are_only_accepted_in_requests():
-    assert isinstance(wire.loads(b'{"$ref": "model"}', allow_refs=True), wire.Ref)
+    assert isinstance(wire.loads(_message(b'{"$ref": "model"}'), allow_refs=True), wire.Ref)

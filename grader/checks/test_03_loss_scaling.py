@@ -5,32 +5,39 @@ drawn with hypothesis (subnormals, zeros, huge values whose product overflows,
 empty lists) plus fixed edge cases, and sent to the worker in one batch.
 """
 
+import functools
 import math
 
 from hypothesis import strategies as st
 
 from grader.checkkit import CheckFailed, call_text, draw, exercise, fail_case
 from grader.learner import Ref
+from grader.wire import Frozen
 
 INF, NAN = math.inf, math.nan
 gradient = st.floats(allow_nan=False, allow_infinity=False)
 gradients = st.lists(gradient, max_size=12)
 scales = st.one_of(st.sampled_from([1.0, 2.0, 8.0, 1024.0, 65536.0, 2.0 ** 24]),
                    st.floats(min_value=2.0 ** -24, max_value=2.0 ** 64))
+BIG_SCALE = 1024.0
 EDGE_GRADS = [[], [0.0, -0.0], [5e-324, -5e-324], [2.0 ** -30, 2.0 ** -25], [1e308, -1e308],
               [65504.0, -65504.0, 1.0]]
 
 
 def _drawn(seed, key):
     drawn = draw(st.tuples(gradients, scales), n=150, seed=seed, key=key)
-    cases = [(g, s) for g in EDGE_GRADS for s in (2.0 ** 16, 0.5)] + list(drawn)
-    return sorted(cases, key=lambda c: len(c[0]))  # the first failure shown is a small one
+    # Hand-made cases first, then drawn ones shortest first: the first failure
+    # a learner sees is then a small, readable one.
+    edges = [([1.0, -2.5, 0.0], 8.0)] + [(g, s) for g in EDGE_GRADS for s in (2.0 ** 16, 0.5)]
+    return edges + sorted(drawn, key=lambda c: len(c[0]))
 
 
 def _values_match(expected: list, got) -> bool:
     """Same numbers (NaN matches NaN, the sign of zero ignored); types are checked elsewhere."""
     if not isinstance(got, list) or len(got) != len(expected):
         return False
+    if got == expected:  # the fast path for long lists; NaN needs the loop below
+        return True
     for e, g in zip(expected, got):
         if type(g) not in (float, int) and not hasattr(g, "dtype"):
             return False
@@ -92,14 +99,20 @@ def _check_new_float_list(learner, name, grads, scale):
                           "convert with float(...); ints, numpy scalars and subclasses do not count")
 
 
-def _check_million(learner, name, op):
+@functools.cache
+def _million(multiply: bool) -> tuple[Frozen, list]:
+    """The 10^6-gradient input (encoded once) and its expected result, built once per process."""
     grads = [((i % 2001) - 1000) * 2.0 ** -20 for i in range(10 ** 6)]
-    scale = 1024.0
-    got = learner.call(name, grads, scale)
-    expected = [op(g, scale) for g in grads]
+    return Frozen(grads), [g * BIG_SCALE if multiply else g / BIG_SCALE for g in grads]
+
+
+def _check_million(learner, name, multiply: bool):
+    grads, expected = _million(multiply)
+    got = learner.call(name, grads, BIG_SCALE)
     if not _values_match(expected, got):
-        raise CheckFailed(f"{name} on a list of 10^6 gradients", f"{name}(<10^6 gradients>, 1024.0)",
-                          expected, got, "the values differ on a long list; check for early returns")
+        head = got[:8] if isinstance(got, list) else got
+        raise CheckFailed(f"{name} on a list of 10^6 gradients", f"{name}(<10^6 gradients>, {BIG_SCALE})",
+                          expected, got, _cause_for_scaling(grads.value[:8], BIG_SCALE, head, multiply))
 
 
 # -- scale_gradients (4 pts) ---------------------------------------------------
@@ -129,7 +142,7 @@ def test_scale_gradients_returns_a_new_list_of_floats(learner):
 @exercise("scale_gradients", points=1)
 def test_scale_gradients_handles_a_million_gradients_in_time(learner):
     """A list of 10^6 gradients is scaled within the time limit."""
-    _check_million(learner, "scale_gradients", lambda g, s: g * s)
+    _check_million(learner, "scale_gradients", multiply=True)
 
 
 # -- unscale_gradients (3 pts) ---------------------------------------------------
@@ -154,7 +167,7 @@ def test_unscale_gradients_propagates_inf_and_nan(learner):
 def test_unscale_gradients_returns_a_new_list_of_floats_fast(learner):
     """A new list of floats, the input untouched, and 10^6 gradients within the time limit."""
     _check_new_float_list(learner, "unscale_gradients", [512.0, -1280.0, 0.0], 512.0)
-    _check_million(learner, "unscale_gradients", lambda g, s: g / s)
+    _check_million(learner, "unscale_gradients", multiply=False)
 
 
 # -- has_overflow (3 pts) ---------------------------------------------------
@@ -202,13 +215,14 @@ def test_has_overflow_finds_inf_and_nan_anywhere(learner, seed):
 @exercise("has_overflow", points=1)
 def test_has_overflow_returns_a_bool_quickly_on_long_lists(learner):
     """It returns a bool, and scans 10^6 gradients within the time limit."""
-    long_clean = [1.0] * 10 ** 6
-    long_bad = [1.0] * 10 ** 6
-    long_bad[-1] = NAN
-    for grads, expected in ((long_clean, False), (long_bad, True)):
-        got = learner.call("has_overflow", grads)
-        if got is not expected:
-            cause = ("return a bool (True/False), not a number or a numpy bool"
-                     if type(got) is not bool else "the last element of a long list must be checked too")
-            raise CheckFailed("has_overflow on 10^6 gradients", "has_overflow(<10^6 values, last one "
-                              f"{'nan' if expected else '1.0'}>)", expected, got, cause)
+    got = learner.call("has_overflow", _poisoned_million())
+    if got is not True:
+        cause = ("return a bool (True/False), not a number or a numpy bool"
+                 if type(got) is not bool else "the last element of a long list must be checked too")
+        raise CheckFailed("has_overflow on 10^6 gradients", "has_overflow(<10^6 finite values, then nan>)",
+                          True, got, cause)
+
+
+@functools.cache
+def _poisoned_million() -> Frozen:
+    return Frozen([1.0] * (10 ** 6 - 1) + [NAN])
