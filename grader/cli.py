@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     gs = sub.add_parser("gradescope", help="build a Gradescope autograder zip")
     gs.add_argument("zip", type=Path, help="the .zip file to write")
 
+    x = sub.add_parser("refresh", help="re-run solution notebooks and store their outputs")
+    x.add_argument("notebooks", type=Path, nargs="+", help="solutions/NN_name.ipynb ...")
+
     n = sub.add_parser("generate", help="regenerate notebooks/ from solutions/")
     n.add_argument("--solutions", type=Path, default=None, help="source folder (default: solutions/)")
     n.add_argument("--out", type=Path, default=None, help="output folder (default: notebooks/)")
@@ -165,7 +168,18 @@ def _gradescope(args) -> int:
     return 0
 
 
-COMMANDS = {"grade": _grade, "grade-class": _grade_class, "regrade": _regrade,
+def _refresh(args) -> int:
+    from grader.refresh import refresh
+
+    for path in args.notebooks:
+        if not path.is_file() or path.suffix != ".ipynb":
+            raise _Usage(f"{path}: not a notebook file")
+    for path in args.notebooks:
+        print(f"{path}: ran in {refresh(path):.1f} s")
+    return 0
+
+
+COMMANDS = {"refresh": _refresh, "grade": _grade, "grade-class": _grade_class, "regrade": _regrade,
             "release": _release, "gradescope": _gradescope, "generate": _generate}
 
 

@@ -1,4 +1,8 @@
-"""Self-check tables: readable verdicts, likely causes, never a traceback."""
+"""Self-check tables: readable verdicts, likely causes, never a traceback.
+
+Checkers print their table and return None, so a notebook cell shows the table
+alone (a returned bool would add an `Out[...]` line that nbval, which runs cells
+without history, cannot suppress with a trailing `;`)."""
 
 from grader.selfcheck.core import SelfCheck
 from grader.selfcheck.loss_scaling import check_has_overflow, check_scale_gradients
@@ -9,13 +13,13 @@ def stub(grads, scale):
 
 
 def test_a_stub_is_reported_as_not_implemented_yet(capsys):
-    assert check_scale_gradients(stub) is False
+    check_scale_gradients(stub)
     out = capsys.readouterr().out
     assert "not implemented yet" in out and "Traceback" not in out
 
 
 def test_a_wrong_answer_shows_expected_got_and_a_likely_cause(capsys):
-    assert check_scale_gradients(lambda grads, scale: [g / scale for g in grads]) is False
+    check_scale_gradients(lambda grads, scale: [g / scale for g in grads])
     out = capsys.readouterr().out
     assert "FAIL" in out and "Likely cause" in out and "[8.0, -20.0, 0.0]" in out
 
@@ -24,14 +28,14 @@ def test_a_crash_becomes_a_row_naming_the_learners_line(capsys):
     def crashes(grads):
         return grads[10]
 
-    assert check_has_overflow(crashes) is False
+    check_has_overflow(crashes)
     out = capsys.readouterr().out
     assert "IndexError" in out and "Traceback" not in out
 
 
 def test_a_correct_answer_passes_every_row(capsys):
-    assert check_scale_gradients(lambda grads, scale: [float(g) * scale for g in grads]) is True
-    assert "all passed" in capsys.readouterr().out
+    assert check_scale_gradients(lambda grads, scale: [float(g) * scale for g in grads]) is None
+    assert "Result: all passed" in capsys.readouterr().out
 
 
 def test_types_matter_in_comparisons():

@@ -7,7 +7,7 @@ from grader.selfcheck.core import SelfCheck
 INF, NAN = float("inf"), float("nan")
 
 
-def check_scale_gradients(scale_gradients) -> bool:
+def check_scale_gradients(scale_gradients) -> None:
     with SelfCheck("scale_gradients") as sc:
         grads = [1.0, -2.5, 0.0]
         got = sc.call(scale_gradients, grads, 8.0)
@@ -26,10 +26,9 @@ def check_scale_gradients(scale_gradients) -> bool:
                    cause="convert each item with float(g) before or after multiplying")
         got = sc.call(scale_gradients, [], 1024.0)
         sc.compare("an empty list gives an empty list", [], got, cause="return [] for []")
-    return sc.passed
 
 
-def check_unscale_gradients(unscale_gradients) -> bool:
+def check_unscale_gradients(unscale_gradients) -> None:
     with SelfCheck("unscale_gradients") as sc:
         grads = [8.0, -20.0, 0.0]
         got = sc.call(unscale_gradients, grads, 8.0)
@@ -40,10 +39,9 @@ def check_unscale_gradients(unscale_gradients) -> bool:
         got = sc.call(unscale_gradients, [INF, 4.0], 2.0)
         sc.compare("inf stays inf, so overflow can still be seen", [INF, 2.0], got,
                    cause="do not replace or drop non-finite values; just divide")
-    return sc.passed
 
 
-def check_has_overflow(has_overflow) -> bool:
+def check_has_overflow(has_overflow) -> None:
     with SelfCheck("has_overflow") as sc:
         sc.compare("finite gradients: no overflow", False, sc.call(has_overflow, [1.0, -2.0, 0.0]),
                    cause="return False when every value is finite")
@@ -55,4 +53,3 @@ def check_has_overflow(has_overflow) -> bool:
                    cause="NaN != NaN and NaN > x is False; test with math.isnan or math.isfinite")
         sc.compare("an empty list has no overflow", False, sc.call(has_overflow, []),
                    cause="any([]) is False; make sure an empty list returns False")
-    return sc.passed
