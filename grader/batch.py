@@ -88,22 +88,34 @@ def _init(config: GraderConfig) -> None:
     _config = config
 
 
-def _grade_one(item: Item, out: Path) -> tuple[Item, dict, float]:
-    from grader.grade import grade_file
+def _grade_chunk(items: list[Item], out: Path) -> list[Item]:
+    """Grade a few submissions in one pytest session per lesson; write each report."""
+    from grader.grade import grade_many
     start = time.perf_counter()
     try:
-        report = grade_file(item.path, _config)
-    except Exception as exc:  # noqa: BLE001 - one grader failure must not stop the batch
-        report = Report(lesson="unknown", tests=[], status="ungradable",
-                        notices=[f"the grader failed on this file ({type(exc).__name__}: {exc}); "
-                                 "your instructor has been told"],
-                        receipt={"file_sha256": _safe_hash(item.path), "grader_version": __version__})
-    data = report.to_dict()
-    data["learner"] = item.learner
-    data["file"] = item.path.name
-    data["execution_time"] = round(time.perf_counter() - start, 3)
-    write_atomic(item.report_path(out), json.dumps(data, indent=2, allow_nan=False) + "\n")
-    return item, data, data["execution_time"]
+        reports = grade_many([item.path for item in items], _config)
+    except Exception:  # noqa: BLE001 - retry one by one, so one bad file costs only its own row
+        reports = [_grade_alone(item) for item in items]
+    each = round((time.perf_counter() - start) / len(items), 3)  # amortized over the chunk
+    for item, report in zip(items, reports):
+        data = report.to_dict()
+        data.update(learner=item.learner, file=item.path.name, execution_time=each)
+        write_atomic(item.report_path(out), json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return items
+
+
+def _grade_alone(item: Item) -> Report:
+    from grader.grade import grade_many
+    try:
+        return grade_many([item.path], _config)[0]
+    except Exception as exc:  # noqa: BLE001 - a grader failure becomes this file's row
+        return _failure(item, f"the grader failed on this file ({type(exc).__name__}: {exc})")
+
+
+def _failure(item: Item, why: str) -> Report:
+    return Report(lesson="unknown", tests=[], status="ungradable",
+                  notices=[f"{why}; your instructor has been told"],
+                  receipt={"file_sha256": _safe_hash(item.path), "grader_version": __version__})
 
 
 def _safe_hash(path: Path) -> str | None:
@@ -115,38 +127,44 @@ def _safe_hash(path: Path) -> str | None:
 
 # -- the batch ----------------------------------------------------------------
 
+def _chunks(items: list[Item], jobs: int) -> list[list[Item]]:
+    """Chunks big enough to amortize a pytest session, small enough to keep every core busy."""
+    size = max(1, min(16, len(items) // (jobs * 4) or 1))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def _run_pool(todo: list[Item], out: Path, config: GraderConfig, jobs: int, progress: Progress) -> None:
     """Grade `todo` in `jobs` processes. If a grading process dies, the pool is
-    rebuilt and its unfinished items retried once; an item that kills the pool
-    twice gets a report saying so, and the batch goes on."""
-    attempts = {item: 0 for item in todo}
-    remaining = list(todo)
-    while remaining:
+    rebuilt and its unfinished items retried one by one; an item that kills the
+    pool again gets a report saying so, and the batch goes on."""
+    chunks, retried = _chunks(todo, jobs), set()
+    while chunks:
         # Spawned, not forked: the pool's processes start without this process's threads.
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init,
                                  initargs=(config,)) as pool:
-            futures = {pool.submit(_grade_one, item, out): item for item in remaining}
-            remaining = []
+            futures = {pool.submit(_grade_chunk, chunk, out): chunk for chunk in chunks}
+            chunks = []
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    item = futures[future]
+                    chunk = futures[future]
                     try:
                         future.result()
                     except BrokenProcessPool:
-                        attempts[item] += 1
-                        if attempts[item] < 2:
-                            remaining.append(item)
-                            continue
-                        _write_failure(item, out, "a grading process died twice on this file")
-                    progress.advance()
+                        for item in chunk:
+                            if item in retried:
+                                _write_failure(item, out, "a grading process died on this file")
+                                progress.advance()
+                            else:
+                                retried.add(item)
+                                chunks.append([item])
+                        continue
+                    progress.advance(len(chunk))
 
 
 def _write_failure(item: Item, out: Path, why: str) -> None:
-    data = Report(lesson="unknown", tests=[], status="ungradable",
-                  notices=[f"{why}; your instructor has been told"],
-                  receipt={"file_sha256": _safe_hash(item.path), "grader_version": __version__}).to_dict()
+    data = _failure(item, why).to_dict()
     data.update(learner=item.learner, file=item.path.name, execution_time=0.0)
     write_atomic(item.report_path(out), json.dumps(data, indent=2) + "\n")
 

@@ -51,13 +51,14 @@ class CheckFailed(AssertionError):
         self.show_values = show_values
         super().__init__(self.message())
 
-    def message(self) -> str:
+    def message(self, scrub=lambda text: text) -> str:
+        """The learner-facing text; `scrub` filters what the learner's code produced."""
         parts = [f"Checked: {self.checked}."]
         if self.case:
             parts.append(f"Case: {self.case}")
         if self.show_values:
             parts.append(f"Expected: {render(self.expected)}")
-            parts.append(f"Got: {render(self.got)}")
+            parts.append(f"Got: {scrub(render(self.got))}")
         if self.cause:
             parts.append(f"Likely cause: {self.cause}")
         return "\n".join(parts)

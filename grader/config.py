@@ -20,6 +20,7 @@ class GraderConfig:
     processes: int = field(default=64, metadata={"doc": "worker process/thread limit (RLIMIT_NPROC), applied where workers get their own uid"})
     output_cap: int = field(default=8192, metadata={"doc": "bytes of worker stdout/stderr kept for the report"})
     seed: int = field(default=20260328, metadata={"doc": "seed for the hidden checks' drawn examples"})
+    isolate: bool = field(default=True, metadata={"doc": "give workers their own uid and mount namespace when run as root on Linux"})
     use_zygote: bool = field(default=True, metadata={"doc": "fork workers from a warm zygote where fork exists"})
     hidden_paths: tuple = field(default=(), metadata={"doc": "extra folders learner code must not read (e.g. submissions)"})
     course_root: Path = field(default=COURSE_ROOT, metadata={"doc": "folder holding notebooks/ (the official lessons)"})

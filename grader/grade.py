@@ -65,7 +65,7 @@ def _grade_prepared(batch: list[_Prepared], config: GraderConfig) -> list[Report
     reports = []
     for prepared, tests in zip(batch, results):
         tests.sort(key=lambda r: order.get(r.exercise, len(order)))
-        receipt = make_receipt(official.id, prepared.extracted.code, config.seed)
+        receipt = make_receipt(official.id, prepared.extracted.code, config.seed, config.isolate)
         receipt["file_sha256"] = file_sha256(prepared.path)
         reports.append(Report(lesson=official.id, tests=tests, notices=prepared.extracted.notices,
                               receipt=receipt))

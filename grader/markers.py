@@ -47,3 +47,29 @@ def strip_solutions(source: str, stub: str, where: str) -> str:
     if open_at is not None:
         raise MarkerError(f"{where}, line {open_at}: {BEGIN!r} is never closed with {END!r}.")
     return "\n".join(out)
+
+
+def region_lines(source: str) -> tuple[list[str], list[str]]:
+    """Split a cell's stripped lines into (inside solution regions, outside them)."""
+    inside, outside, open_ = [], [], False
+    for line in source.splitlines():
+        match = _MARKER.match(line)
+        if match is not None:
+            open_ = match["kind"] == "BEGIN"
+        else:
+            (inside if open_ else outside).append(line.strip())
+    return inside, outside
+
+
+def solution_only_lines(nb) -> set[str]:
+    """Lines that exist only inside solution regions: what would be a leak.
+
+    A line that also appears elsewhere in the lesson (a demo calling
+    `scaler.update()`, a hint) is not secret, so it is not counted.
+    """
+    inside, outside = set(), set()
+    for cell in nb.cells:
+        cell_inside, cell_outside = region_lines(cell.source)
+        inside.update(cell_inside)
+        outside.update(cell_outside)
+    return {line for line in inside - outside if len(line) > 12 and not line.startswith("#")}

@@ -8,6 +8,7 @@ built from that exception alone, so a check's source never reaches a report.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from contextlib import redirect_stderr, redirect_stdout
@@ -23,8 +24,29 @@ from grader.sandbox import WorkerFailure
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
 
+SHINGLE = 24
+
+
 def checks_file(lesson_id: str) -> Path:
     return CHECKS_DIR / f"test_{lesson_id}.py"
+
+
+@functools.cache
+def _hidden_shingles() -> frozenset[str]:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(CHECKS_DIR.glob("test_*.py")))
+    return frozenset(text[i:i + SHINGLE] for i in range(len(text) - SHINGLE + 1))
+
+
+def scrub(text: str) -> str:
+    """Hide learner-produced text that quotes the hidden checks.
+
+    Where the worker can read the grader's files (no mount namespace), a
+    learner could return or raise a check's source; a report must not echo it.
+    """
+    hidden = _hidden_shingles()
+    if any(text[i:i + SHINGLE] in hidden for i in range(len(text) - SHINGLE + 1)):
+        return "<hidden: this value quotes the grader's own files>"
+    return text
 
 
 class _Collector:
@@ -90,6 +112,10 @@ class _Collector:
             self.collection_errors.append(str(report.longrepr)[-2000:])
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _describe(item) -> str:
     doc = (item.function.__doc__ or "").strip().splitlines()
     return doc[0] if doc else item.name.removeprefix("test_").replace("_", " ")
@@ -100,12 +126,12 @@ def classify(exc: BaseException | None) -> tuple[str, str]:
     if exc is None:
         return "passed", ""
     if isinstance(exc, CheckFailed):
-        return "failed", exc.message()
+        return "failed", exc.message(scrub)
     if isinstance(exc, LearnerRaised):
         if exc.not_implemented:
             return "error", "not implemented yet: replace the `raise NotImplementedError` line with your code."
         where = f" ({exc.where})" if exc.where else ""
-        return "error", f"your code raised {exc.message}{where}"
+        return "error", f"your code raised {scrub(_cut(exc.message, 300))}{where}"
     if isinstance(exc, ExerciseMissing):
         return "error", exc.message
     if isinstance(exc, WorkerFailure):

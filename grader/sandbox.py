@@ -137,7 +137,7 @@ class Worker:
     def __init__(self, config: GraderConfig, preload: tuple[str, ...] = ()):
         self.config = config
         self.workdir = tempfile.mkdtemp()
-        self._lease = isolation.UidLease() if isolation.can_isolate() else None
+        self._lease = isolation.UidLease() if config.isolate and isolation.can_isolate() else None
         self.uid = self._lease.uid if self._lease else None
         sandbox = {"workdir": self.workdir, "uid": self.uid, "hidden": hidden_paths(config),
                    "limits": {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,

@@ -88,6 +88,53 @@ FIXTURES = [
         "        def __len__(self):\n            return len(grads)\n"
         "    return Yes()\n"),
             {"scale_gradients": 0.0}, {"failed"}, "subclass of list"),
+    # Hardened isolation (class grading): each gets exactly what it earned.
+    Fixture("reads-files-next-to-the-submission", _scale(
+        "    import pathlib, sys\n"
+        "    root = pathlib.Path(sys.prefix).parent\n"
+        "    text = (root / 'grader' / 'checks' / 'test_03_loss_scaling.py').read_text()\n"
+        "    text += (root / 'tests' / 'fixtures' / 'grading' / 'correct.ipynb').read_text()\n"
+        "    print(text)\n"
+        "    raise ValueError(text)\n"),
+            {"scale_gradients": 0.0}, {"error"}, "scale_gradients"),
+    Fixture("forges-a-results-file", {"scale_gradients": (
+        "import json, os\n"
+        "fake = {'lesson': '03_loss_scaling', 'score': 10, 'max_score': 10, 'tests': []}\n"
+        "for path in ('results.json', '../results.json', '/tmp/results.json', 'report.json'):\n"
+        "    try:\n"
+        "        with open(path, 'w') as f:\n"
+        "            json.dump(fake, f)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "def scale_gradients(grads, scale):\n"
+        "    return [0.0 for g in grads]\n")},
+            {"scale_gradients": 1.0}, {"failed"}, "multiply"),
+    Fixture("patches-float-list-and-math", {"scale_gradients": (
+        "import builtins, math\n"
+        "builtins.float = int\n"
+        "builtins.list = tuple\n"
+        "math.isfinite = math.isnan = lambda x: True\n"
+        "def scale_gradients(grads, scale):\n"
+        "    return [g * scale for g in grads]\n")},
+            {}, {"passed"}),
+    Fixture("lying-list-subclass", _scale(
+        "    class Liar(list):\n"
+        "        def __eq__(self, other):\n            return True\n"
+        "        def __len__(self):\n            return len(grads)\n"
+        "        def __iter__(self):\n            return iter([g * scale for g in grads])\n"
+        "    return Liar()\n"),
+            {"scale_gradients": 0.0}, {"failed"}, "subclass of list"),
+    Fixture("lying-float-subclass", _scale(
+        "    class Liar(float):\n"
+        "        def __eq__(self, other):\n            return True\n"
+        "        __hash__ = float.__hash__\n"
+        "    return [Liar(g) for g in grads]\n"),
+            {"scale_gradients": 0.0}, {"failed"}, "subclass of float"),
+    Fixture("fork-bomb", _scale(
+        "    import os\n"
+        "    while True:\n"
+        "        os.fork()\n"),
+            {"scale_gradients": 0.0}, set(), "", timeout=3.0),
 ]
 
 
