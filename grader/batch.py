@@ -186,6 +186,8 @@ def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None
     config = replace(config, hidden_paths=tuple(config.hidden_paths) + (str(Path(submissions).resolve()),
                                                                          str(out.resolve())))
     items = discover(submissions)
+    for stale in (out / "reports").glob("*/.*.tmp"):  # half-written by a killed run; never a result
+        stale.unlink(missing_ok=True)
     checks = _checks_hashes()
     todo = [item for item in items if not is_current(item, out, checks)]
     progress = progress or Progress(len(todo))
