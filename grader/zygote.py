@@ -44,6 +44,22 @@ def _returncode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def _reap_all(live: dict, isolation) -> None:
+    """The grader went away (it may have been killed): end every worker it left,
+    and whatever those workers forked, so nothing keeps spinning."""
+    for pid, uid in live.items():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        if uid is not None:
+            isolation.reap_uid(uid)
+
+
 def zygote_main() -> None:
     from grader import isolation
     sock = socket.socket(fileno=os.dup(0))
@@ -55,9 +71,11 @@ def zygote_main() -> None:
     import grader.worker  # noqa: F401 - imported once here, inherited by every fork
     sock.send(json.dumps({"ready": True}).encode())
     ended: dict[int, int] = {}
+    live: dict[int, int | None] = {}  # pid -> uid of workers not yet waited for
     while True:
         data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3)
         if not data:
+            _reap_all(live, isolation)
             return
         message = json.loads(data)
         op = message.get("op")
@@ -70,9 +88,11 @@ def zygote_main() -> None:
                     os._exit(0)
             for fd in fds:
                 os.close(fd)
+            live[pid] = message["sandbox"].get("uid")
             sock.send(json.dumps({"pid": pid}).encode())
         elif op == "wait":
             pid = int(message["pid"])
+            live.pop(pid, None)
             if pid not in ended:
                 try:
                     ended[pid] = _returncode(os.waitpid(pid, 0)[1])

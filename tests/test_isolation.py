@@ -73,3 +73,26 @@ def test_a_worker_killed_mid_request_is_reported_and_leaves_nothing_behind():
         import subprocess
         ps = subprocess.run(["ps", "-o", "stat=", "-u", str(worker.uid)], capture_output=True, text=True)
         assert all(s.startswith("Z") for s in ps.stdout.split()), ps.stdout
+
+
+@pytest.mark.skipif(not isolation.can_isolate(), reason="needs root on Linux")
+def test_workers_die_with_a_killed_grader_forks_and_all():
+    import subprocess
+    import sys
+    import time
+    code = ("from grader.config import GraderConfig\nfrom grader.sandbox import Worker\n"
+            "w = Worker(GraderConfig())\nprint(w.uid, flush=True)\n"
+            "w.request({'op': 'exec', 'source': 'import os\\nfor _ in range(3):\\n    os.fork()\\n"
+            "while True:\\n    pass'}, 100.0, 'looping')\n")
+    grader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    uid = grader.stdout.readline().strip()
+    time.sleep(0.5)
+    grader.kill()
+    grader.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-o", "stat=", "-u", uid], capture_output=True, text=True).stdout.split()
+        if all(s.startswith("Z") for s in ps):
+            break
+        time.sleep(0.1)
+    assert all(s.startswith("Z") for s in ps), ps
