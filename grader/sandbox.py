@@ -112,7 +112,10 @@ def hidden_paths(config: GraderConfig) -> list[str]:
     root = Path(config.course_root)
     paths = [Path(__file__).resolve().parent / "checks", root / "solutions", root / "tests",
              *map(Path, config.hidden_paths)]
-    return sorted({str(p.resolve()) for p in paths if p.exists()})
+    # Never cover the Python installation or the grader's own code: a worker still imports.
+    needed = [Path(sys.prefix).resolve(), Path(__file__).resolve().parent]
+    return sorted({str(p.resolve()) for p in paths if p.exists()
+                   and not any(n == p.resolve() or n.is_relative_to(p.resolve()) for n in needed)})
 
 
 def _pipe() -> tuple[int, int]:
