@@ -14,6 +14,7 @@ import torch
 from hypothesis import strategies as st
 
 from grader.checkkit import CheckFailed, call_text, draw, exercise, fail_case
+from grader.selfcheck.float_formats import same_value
 
 KEYS = ("max", "min_normal", "min_subnormal", "eps")
 INT_OF_WIDTH = {8: torch.int8, 16: torch.int16, 32: torch.int32}
@@ -141,14 +142,6 @@ def test_limits_match_exact_math_on_drawn_formats(learner, seed):
 
 # -- decode (5 pts) ------------------------------------------------------------------
 
-def _same_value(expected: float, got) -> bool:
-    if type(got) is not float:
-        return False
-    if math.isnan(expected):
-        return math.isnan(got)
-    return got == expected and math.copysign(1.0, got) == math.copysign(1.0, expected)
-
-
 def _decode_cause(bits: int, e: int, m: int, expected: float, got) -> str:
     if type(got) is not float:
         return f"return a Python float (got {type(got).__name__}); wrap the value in float(...)"
@@ -191,7 +184,7 @@ def _check_decode(learner, patterns: list[int], dtype: torch.dtype, e: int, m: i
         raise CheckFailed(what, f"decode on {len(patterns)} patterns", f"{len(patterns)} floats", got,
                           "decode must return one float per call; do not keep state between calls")
     for p, want, value in zip(patterns, expected, got):
-        if not _same_value(want, value):
+        if not same_value(want, value):
             args = (p, e, m)
             if value is None:
                 value = learner.call("decode", *args)   # raises the learner's own exception

@@ -48,7 +48,7 @@ def check_format_limits(format_limits) -> None:
                            cause=LIMIT_CAUSES[key])
 
 
-def _same_value(expected: float, got) -> bool:
+def same_value(expected: float, got) -> bool:
     """Equal floats, NaN matching NaN, and the sign of zero must agree."""
     if type(got) is not float:
         return False
@@ -84,6 +84,6 @@ def check_decode(decode) -> None:
     with SelfCheck("decode") as sc:
         for bits, e, m, expected, what, cause in DECODE_CASES:
             got = sc.call(decode, bits, e, m)
-            sc.row(what, expected, got, _same_value(expected, got),
+            sc.row(what, expected, got, same_value(expected, got),
                    cause if type(got) is float or got is None else
                    f"return a Python float (got {type(got).__name__}); wrap the result in float(...)")
