@@ -200,6 +200,11 @@ class Submission:
     def learner(self, exercise: str) -> Learner:
         return Learner(self._sessions[exercise])
 
+    def source(self, exercise: str) -> str:
+        """The learner's own code for an exercise ("" when missing)."""
+        session = self._sessions.get(exercise)
+        return (session.code.source or "") if session else ""
+
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()

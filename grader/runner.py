@@ -24,7 +24,7 @@ from grader.sandbox import WorkerFailure
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
 
-SHINGLE = 24
+SHINGLE = 32
 
 
 def checks_file(lesson_id: str) -> Path:
@@ -37,14 +37,17 @@ def _hidden_shingles() -> frozenset[str]:
     return frozenset(text[i:i + SHINGLE] for i in range(len(text) - SHINGLE + 1))
 
 
-def scrub(text: str) -> str:
+def scrub(text: str, own: str = "") -> str:
     """Hide learner-produced text that quotes the hidden checks.
 
     Where the worker can read the grader's files (no mount namespace), a
     learner could return or raise a check's source; a report must not echo it.
+    Text that is also in the learner's own code (a line quoted by a
+    SyntaxError, say) is theirs to see.
     """
     hidden = _hidden_shingles()
-    if any(text[i:i + SHINGLE] in hidden for i in range(len(text) - SHINGLE + 1)):
+    windows = (text[i:i + SHINGLE] for i in range(len(text) - SHINGLE + 1))
+    if any(w in hidden and w not in own for w in windows):
         return "<hidden: this value quotes the grader's own files>"
     return text
 
@@ -97,8 +100,9 @@ class _Collector:
         marker = item.get_closest_marker("exercise")
         if marker is not None and hasattr(item, "callspec") and (call.when == "call" or exc is not None):
             points = float(marker.kwargs["points"])
-            status, message = classify(exc)
-            self.results[item.callspec.params["learner"]].append(CheckResult(
+            index = item.callspec.params["learner"]
+            status, message = classify(exc, self.submissions[index].source(marker.kwargs["name"]))
+            self.results[index].append(CheckResult(
                 name=item.originalname, exercise=marker.kwargs["name"],
                 score=points if status == "passed" else 0.0, max_score=points,
                 status=status, message=message or _describe(item)))
@@ -121,17 +125,17 @@ def _describe(item) -> str:
     return doc[0] if doc else item.name.removeprefix("test_").replace("_", " ")
 
 
-def classify(exc: BaseException | None) -> tuple[str, str]:
+def classify(exc: BaseException | None, own: str = "") -> tuple[str, str]:
     """Map how a check ended to (status, learner-facing message)."""
     if exc is None:
         return "passed", ""
     if isinstance(exc, CheckFailed):
-        return "failed", exc.message(scrub)
+        return "failed", exc.message(lambda text: scrub(text, own))
     if isinstance(exc, LearnerRaised):
         if exc.not_implemented:
             return "error", "not implemented yet: replace the `raise NotImplementedError` line with your code."
         where = f" ({exc.where})" if exc.where else ""
-        return "error", f"your code raised {scrub(_cut(exc.message, 300))}{where}"
+        return "error", f"your code raised {scrub(_cut(exc.message, 300), own)}{where}"
     if isinstance(exc, ExerciseMissing):
         return "error", exc.message
     if isinstance(exc, WorkerFailure):
