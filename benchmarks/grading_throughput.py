@@ -118,7 +118,7 @@ def main() -> int:
     ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
     print()
     print(f"{'':38}{'seconds':>10}")
-    print(f"{'grade-class: median per submission':38}{ours_median:10.3f}   (process time, amortized per chunk)")
+    print(f"{'grade-class: median per submission':38}{ours_median:10.3f}   (its own checks + a share of its session)")
     print(f"{'grade-class: wall time / submissions':38}{ours_wall / args.n:10.3f}   "
           f"({args.n} in {ours_wall:.1f} s, {result.graded} graded, {ungraded} ungradable)")
     print(f"{'nbclient: median per notebook':38}{theirs_median:10.3f}   ({len(theirs)} notebooks, one kernel each)")

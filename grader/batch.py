@@ -91,15 +91,13 @@ def _init(config: GraderConfig) -> None:
 def _grade_chunk(items: list[Item], out: Path) -> list[Item]:
     """Grade a few submissions in one pytest session per lesson; write each report."""
     from grader.grade import grade_many
-    start = time.perf_counter()
     try:
         reports = grade_many([item.path for item in items], _config)
     except Exception:  # noqa: BLE001 - retry one by one, so one bad file costs only its own row
         reports = [_grade_alone(item) for item in items]
-    each = round((time.perf_counter() - start) / len(items), 3)  # amortized over the chunk
     for item, report in zip(items, reports):
         data = report.to_dict()
-        data.update(learner=item.learner, file=item.path.name, execution_time=each)
+        data.update(learner=item.learner, file=item.path.name, execution_time=report.seconds)
         write_atomic(item.report_path(out), json.dumps(data, indent=2, allow_nan=False) + "\n")
     return items
 
@@ -128,8 +126,9 @@ def _safe_hash(path: Path) -> str | None:
 # -- the batch ----------------------------------------------------------------
 
 def _chunks(items: list[Item], jobs: int) -> list[list[Item]]:
-    """Chunks big enough to amortize a pytest session, small enough to keep every core busy."""
-    size = max(1, min(16, len(items) // (jobs * 4) or 1))
+    """A few chunks per process: each pays one pytest session per lesson it holds
+    (about 0.3 s), so chunks are as large as keeping every core busy allows."""
+    size = max(1, min(100, -(-len(items) // (jobs * 3))))
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -137,7 +136,7 @@ def _run_pool(todo: list[Item], out: Path, config: GraderConfig, jobs: int, prog
     """Grade `todo` in `jobs` processes. If a grading process dies, the pool is
     rebuilt and its unfinished items retried one by one; an item that kills the
     pool again gets a report saying so, and the batch goes on."""
-    chunks, retried = _chunks(todo, jobs), set()
+    chunks, retried, started = _chunks(todo, jobs), set(), time.time()
     while chunks:
         # Spawned, not forked: the pool's processes start without this process's threads.
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init,
@@ -146,7 +145,8 @@ def _run_pool(todo: list[Item], out: Path, config: GraderConfig, jobs: int, prog
             chunks = []
             pending = set(futures)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                progress.update(_written_since(out, started))
                 for future in done:
                     chunk = futures[future]
                     try:
@@ -155,12 +155,22 @@ def _run_pool(todo: list[Item], out: Path, config: GraderConfig, jobs: int, prog
                         for item in chunk:
                             if item in retried:
                                 _write_failure(item, out, "a grading process died on this file")
-                                progress.advance()
                             else:
                                 retried.add(item)
                                 chunks.append([item])
                         continue
-                    progress.advance(len(chunk))
+                    progress.update(_written_since(out, started))
+
+
+def _written_since(out: Path, started: float) -> int:
+    """Reports written by this run: progress, read from the results themselves."""
+    count = 0
+    for path in (out / "reports").glob("*/*.json"):
+        try:
+            count += path.stat().st_mtime >= started
+        except OSError:
+            pass
+    return count
 
 
 def _write_failure(item: Item, out: Path, why: str) -> None:
@@ -199,5 +209,5 @@ def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None
     for item in items:
         reports[item] = json.loads(item.report_path(out).read_text())
     from grader.class_outputs import write_class_outputs
-    write_class_outputs(items, reports, out, config)
+    write_class_outputs(items, reports, out)
     return BatchResult(items, len(todo), len(items) - len(todo), time.perf_counter() - start, reports)

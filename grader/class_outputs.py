@@ -10,7 +10,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from grader.config import GraderConfig
 from grader.report import write_atomic
 from grader.results import Report
 
@@ -64,10 +63,7 @@ def _number(value) -> str:
     return "" if value == "" else f"{value:g}"
 
 
-def review_page(learner: str, entries, config: GraderConfig) -> str:
-    from grader.grade import find_lesson
-    from grader.notebook import NotebookError, extract_exercises, read_notebook
-
+def review_page(learner: str, entries) -> str:
     lines = [f"# Review: {learner}", ""]
     for item, data in entries:
         lines += [f"## {data['lesson']} — {data['score']:g} / {data['max_score']:g}",
@@ -75,16 +71,12 @@ def review_page(learner: str, entries, config: GraderConfig) -> str:
         if data["status"] != "graded":
             lines += ["**Not graded:** " + "; ".join(data["notices"]), ""]
             continue
-        try:
-            nb = read_notebook(item.path)
-            code = extract_exercises(nb, find_lesson(nb, item.path, config)).code
-        except NotebookError as exc:
-            code, lines = {}, lines + [f"(could not re-read the file: {exc})", ""]
+        code = data.get("code", {})
         for notice in data["notices"]:
             lines.append(f"> {notice}")
         report = Report.from_dict(data)
         for exercise, (got, out_of) in report.by_exercise().items():
-            source = code[exercise].source if exercise in code and code[exercise].source else "(missing)"
+            source = code.get(exercise) or "(no exercise cell was found)"
             lines += [f"### {exercise} — {got:g} / {out_of:g}", "", "```python", source.rstrip(), "```", "",
                       "| check | status | points | message |", "|---|---|---|---|"]
             for test in (t for t in report.tests if t.exercise == exercise):
@@ -95,7 +87,7 @@ def review_page(learner: str, entries, config: GraderConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_class_outputs(items, reports, out: Path, config: GraderConfig) -> None:
+def write_class_outputs(items, reports, out: Path) -> None:
     from grader.gradescope import results_json
 
     write_atomic(out / "gradebook.csv", gradebook_csv(items, reports))
@@ -106,4 +98,4 @@ def write_class_outputs(items, reports, out: Path, config: GraderConfig) -> None
         seconds = sum(d.get("execution_time", 0.0) for _, d in entries)
         results = results_json(graded, seconds, ungradable)
         write_atomic(out / "gradescope" / learner / "results.json", json.dumps(results, indent=2) + "\n")
-        write_atomic(out / "review" / f"{learner}.md", review_page(learner, entries, config))
+        write_atomic(out / "review" / f"{learner}.md", review_page(learner, entries))

@@ -58,17 +58,19 @@ def _grade_prepared(batch: list[_Prepared], config: GraderConfig) -> list[Report
     """Grade submissions of one lesson in one pytest session."""
     official = batch[0].lesson
     submissions = [Submission(p.extracted.code, config) for p in batch]
-    results, errors = run_checks(official.id, submissions, config.seed)
+    results, seconds, errors = run_checks(official.id, submissions, config.seed)
     if errors:
         raise GraderError(f"the hidden checks for {official.id} failed to run:\n" + "\n".join(errors))
     order = {name: i for i, name in enumerate(official.exercises)}
     reports = []
-    for prepared, tests in zip(batch, results):
+    for prepared, tests, took in zip(batch, results, seconds):
         tests.sort(key=lambda r: order.get(r.exercise, len(order)))
         receipt = make_receipt(official.id, prepared.extracted.code, config.seed, config.isolate)
         receipt["file_sha256"] = file_sha256(prepared.path)
         reports.append(Report(lesson=official.id, tests=tests, notices=prepared.extracted.notices,
-                              receipt=receipt))
+                              receipt=receipt, seconds=round(took, 4),
+                              code={name: c.source for name, c in prepared.extracted.code.items()
+                                    if c.source is not None}))
     return reports
 
 

@@ -17,7 +17,12 @@ class Progress:
         self._last_decile = -1
 
     def advance(self, n: int = 1) -> None:
-        self.done += n
+        self.update(self.done + n)
+
+    def update(self, done: int) -> None:
+        if done == self.done:
+            return
+        self.done = min(done, self.total)
         decile = self.done * 10 // max(self.total, 1)
         if self.tty:
             self.stream.write("\r" + self.line())

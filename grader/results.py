@@ -28,6 +28,8 @@ class Report:
     notices: list[str] = field(default_factory=list)
     receipt: dict = field(default_factory=dict)
     status: str = "graded"  # or "ungradable": the file could not be read as a submission
+    seconds: float = 0.0  # grading time: its own checks plus a share of the session's overhead
+    code: dict = field(default_factory=dict)  # the learner's exercise cells as graded, for review
 
     @property
     def score(self) -> float:
@@ -47,10 +49,10 @@ class Report:
     def to_dict(self) -> dict:
         return {"lesson": self.lesson, "score": self.score, "max_score": self.max_score,
                 "status": self.status, "tests": [asdict(t) for t in self.tests],
-                "notices": list(self.notices), "receipt": dict(self.receipt)}
+                "notices": list(self.notices), "receipt": dict(self.receipt), "code": dict(self.code)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Report":
         return cls(lesson=data["lesson"], tests=[CheckResult(**t) for t in data["tests"]],
                    notices=list(data.get("notices", [])), receipt=dict(data.get("receipt", {})),
-                   status=data.get("status", "graded"))
+                   status=data.get("status", "graded"), code=dict(data.get("code", {})))

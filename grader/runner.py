@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class _Collector:
         self.submissions = submissions
         self._seed = seed
         self.results: list[list[CheckResult]] = [[] for _ in submissions]
+        self.seconds: list[float] = [0.0 for _ in submissions]  # each one's own checks
         self.collection_errors: list[str] = []
         self._current: int | None = None
 
@@ -98,6 +100,8 @@ class _Collector:
         rendering costs more than a whole check and is never shown to anyone."""
         exc = call.excinfo.value if call.excinfo else None
         marker = item.get_closest_marker("exercise")
+        if hasattr(item, "callspec"):
+            self.seconds[item.callspec.params["learner"]] += call.duration
         if marker is not None and hasattr(item, "callspec") and (call.when == "call" or exc is not None):
             points = float(marker.kwargs["points"])
             index = item.callspec.params["learner"]
@@ -151,14 +155,20 @@ def classify(exc: BaseException | None, own: str = "") -> tuple[str, str]:
 
 
 def run_checks(lesson_id: str, submissions: list[Submission], seed: int
-               ) -> tuple[list[list[CheckResult]], list[str]]:
+               ) -> tuple[list[list[CheckResult]], list[float], list[str]]:
     """Run every hidden check of a lesson on each submission, in one pytest session.
 
-    Returns one list of results per submission, and any internal errors.
+    Returns one list of results per submission, the seconds each submission
+    took (its own checks plus an equal share of the session's overhead), and any
+    internal errors.
     """
+    start = time.perf_counter()
     path = checks_file(lesson_id)
     collector = _Collector(submissions, seed)
+    # unraisableexception and threadexception call gc.collect() at the end of every
+    # session, which costs more than a whole lesson's checks once torch is loaded.
     args = [str(path), "-q", "-p", "no:cacheprovider", "-p", "no:nbval", "-p", "no:randomly",
+            "-p", "no:unraisableexception", "-p", "no:threadexception",
             "--import-mode=importlib", "-c", str(CHECKS_DIR / "pytest.ini"),
             "--rootdir", str(CHECKS_DIR), "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     sink = io.StringIO()
@@ -171,7 +181,8 @@ def run_checks(lesson_id: str, submissions: list[Submission], seed: int
     errors = list(collector.collection_errors)
     if code not in (0, 1) and not errors:
         errors.append(f"pytest exited with {code}: {sink.getvalue()[-2000:]}")
-    return collector.results, errors
+    overhead = max(0.0, time.perf_counter() - start - sum(collector.seconds)) / max(len(submissions), 1)
+    return collector.results, [own + overhead for own in collector.seconds], errors
 
 
 def check_points(lesson_id: str) -> dict[str, float]:
