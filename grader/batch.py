@@ -86,6 +86,10 @@ _config: GraderConfig | None = None
 def _init(config: GraderConfig) -> None:
     global _config
     _config = config
+    from grader.grade import official_lessons
+    from grader.notebook import Lesson
+    from grader.sandbox import prestart
+    prestart({Lesson.from_notebook(path).preload for path in official_lessons(config).values()}, config)
 
 
 def _grade_chunk(items: list[Item], out: Path) -> list[Item]:
@@ -128,7 +132,7 @@ def _safe_hash(path: Path) -> str | None:
 def _chunks(items: list[Item], jobs: int) -> list[list[Item]]:
     """A few chunks per process: each pays one pytest session per lesson it holds
     (about 0.3 s), so chunks are as large as keeping every core busy allows."""
-    size = max(1, min(100, -(-len(items) // (jobs * 3))))
+    size = max(1, min(100, -(-len(items) // (jobs * 6))))
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 

@@ -91,6 +91,12 @@ WORKER_ENV = {"PATH": os.defpath, "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
 _zygotes: dict[tuple[str, ...], Zygote] = {}
 
 
+def prestart(preloads, config: GraderConfig) -> None:
+    """Start the zygotes a batch will need, so their imports overlap other start-up work."""
+    for preload in preloads:
+        _zygote(tuple(preload), config)
+
+
 def _zygote(preload: tuple[str, ...], config: GraderConfig) -> Zygote | None:
     if not config.use_zygote or not hasattr(os, "fork"):
         return None

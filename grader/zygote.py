@@ -162,19 +162,26 @@ class Zygote:
         theirs.close()
         self._sock.settimeout(start_timeout)
         self._send({"preload": list(preload)})
-        if self._receive().get("ready") is not True:
-            raise ZygoteError("the zygote did not start")
-        self._sock.settimeout(30)
+        self._ready = False  # its imports run while this process goes on; see _wait_ready
+
+    def _wait_ready(self) -> None:
+        if not self._ready:
+            if self._receive().get("ready") is not True:
+                raise ZygoteError("the zygote did not start")
+            self._sock.settimeout(30)
+            self._ready = True
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def spawn(self, fds: list[int], sandbox: dict) -> int:
+        self._wait_ready()
         socket.send_fds(self._sock, [json.dumps({"op": "spawn", "sandbox": sandbox}).encode()], fds)
         return int(self._receive()["pid"])
 
     def wait(self, pid: int, uid: int | None) -> int:
+        self._wait_ready()
         self._send({"op": "wait", "pid": pid, "uid": uid})
         return int(self._receive()["returncode"])
 
