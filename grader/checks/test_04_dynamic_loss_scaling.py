@@ -29,13 +29,18 @@ CHECKED_RUN = "the scale and growth tracker after every update() match torch.amp
 # --- the driver that runs in the worker, next to the learner's class -------------------
 
 DRIVER = '''
+def __grader_04_scaler(kwargs, state):
+    scaler = DynamicLossScaler(**kwargs)
+    if state is not None:
+        scaler.load_state_dict(dict(state))
+    return scaler
+
+
 def __grader_04_runs(cases):
     """Run each (kwargs, state, found_infs) case; return [(scale, tracker)] per step."""
     runs = []
     for kwargs, state, found_infs in cases:
-        scaler = DynamicLossScaler(**kwargs)
-        if state is not None:
-            scaler.load_state_dict(dict(state))
+        scaler = __grader_04_scaler(kwargs, state)
         readable = [True]
 
         def snapshot():
@@ -59,9 +64,7 @@ def __grader_04_state_dicts(cases):
     """For each (kwargs, state, found_infs) case: (state_dict(), scale) at the end."""
     out = []
     for kwargs, state, found_infs in cases:
-        scaler = DynamicLossScaler(**kwargs)
-        if state is not None:
-            scaler.load_state_dict(dict(state))
+        scaler = __grader_04_scaler(kwargs, state)
         for found_inf in found_infs:
             scaler.update(found_inf)
         out.append((scaler.state_dict(), scaler.scale))
