@@ -26,7 +26,8 @@ from pathlib import Path
 from grader import __version__
 from grader.config import GraderConfig
 from grader.progress import Progress
-from grader.receipt import file_sha256
+from grader.receipt import checks_sha256, file_sha256
+from grader.runner import checks_file
 from grader.report import write_atomic
 from grader.results import Report
 
@@ -59,23 +60,18 @@ def discover(submissions: Path) -> list[Item]:
     return items
 
 
-def _checks_hashes() -> dict[str, str]:
-    import hashlib
-    from grader.runner import CHECKS_DIR
-    return {p.stem.removeprefix("test_"): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in CHECKS_DIR.glob("test_*.py")}
-
-
-def is_current(item: Item, out: Path, checks: dict[str, str]) -> bool:
+def is_current(item: Item, out: Path) -> bool:
     """Was this exact file already graded by this grader version and these checks?"""
     try:
-        receipt = json.loads(item.report_path(out).read_text())["receipt"]
-        lesson = json.loads(item.report_path(out).read_text())["lesson"]
+        report = json.loads(item.report_path(out).read_text())
+        receipt, lesson = report["receipt"], report["lesson"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return (receipt.get("file_sha256") == file_sha256(item.path)
-            and receipt.get("grader_version") == __version__
-            and receipt.get("checks_sha256", checks.get(lesson)) == checks.get(lesson))
+    if receipt.get("file_sha256") != file_sha256(item.path) or receipt.get("grader_version") != __version__:
+        return False
+    # An ungradable file's report has no checks hash: its file hash alone decides.
+    return "checks_sha256" not in receipt or (
+        checks_file(lesson).exists() and receipt["checks_sha256"] == checks_sha256(lesson))
 
 
 # -- in each pool process ----------------------------------------------------
@@ -202,8 +198,7 @@ def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None
     items = discover(submissions)
     for stale in (out / "reports").glob("*/.*.tmp"):  # half-written by a killed run; never a result
         stale.unlink(missing_ok=True)
-    checks = _checks_hashes()
-    todo = [item for item in items if not is_current(item, out, checks)]
+    todo = [item for item in items if not is_current(item, out)]
     progress = progress or Progress(len(todo))
     start = time.perf_counter()
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The course lives beside the package in a checkout: notebooks/, solutions/.
@@ -24,7 +24,3 @@ class GraderConfig:
     use_zygote: bool = field(default=True, metadata={"doc": "fork workers from a warm zygote where fork exists"})
     hidden_paths: tuple = field(default=(), metadata={"doc": "extra folders learner code must not read (e.g. submissions)"})
     course_root: Path = field(default=COURSE_ROOT, metadata={"doc": "folder holding notebooks/ (the official lessons)"})
-
-    @classmethod
-    def describe(cls) -> str:
-        return "\n".join(f"{f.name} = {f.default!r}: {f.metadata['doc']}" for f in fields(cls))

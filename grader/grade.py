@@ -26,7 +26,7 @@ def official_lessons(config: GraderConfig) -> dict[str, Path]:
 
 def find_lesson(nb, path: Path, config: GraderConfig, override: str | None = None) -> Lesson:
     lessons = official_lessons(config)
-    wanted = override or lesson_id(nb, path)
+    wanted = override or lesson_id(nb)
     if wanted is None:
         # A learner who stripped the metadata still named the file after the lesson.
         wanted = next((lid for lid in lessons if Path(path).stem.startswith(lid)), None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from grader.config import GraderConfig
-from grader.sandbox import Worker, WorkerCrashed, WorkerFailure, WorkerMemory, WorkerTimeout
+from grader.sandbox import Worker, WorkerCrashed, WorkerFailure, WorkerMemory
 from grader.wire import Ref
 
 __all__ = ["Learner", "LearnerRaised", "Outcome", "Ref", "ExerciseMissing"]
@@ -81,7 +81,6 @@ class _ExerciseSession:
         self.config = config
         self.worker: Worker | None = None
         self.load_failure: BaseException | None = None
-        self.output = ""
 
     def worker_ready(self) -> Worker:
         if self.load_failure is not None:
@@ -115,14 +114,12 @@ class _ExerciseSession:
         worker = self.worker_ready()
         try:
             return worker.request(message, self.config.check_timeout, what)
-        except WorkerFailure as exc:
-            self.output = exc.output
+        except WorkerFailure:
             self.worker = None
             raise
 
     def close(self) -> None:
         if self.worker is not None:
-            self.output = self.worker.output()
             self.worker.kill()
             self.worker = None
 

@@ -57,7 +57,7 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def lesson_id(nb: nbformat.NotebookNode, path: Path) -> str | None:
+def lesson_id(nb: nbformat.NotebookNode) -> str | None:
     course = nb.metadata.get("course", {})
     if isinstance(course, dict) and isinstance(course.get("lesson"), str):
         return course["lesson"]
@@ -89,7 +89,7 @@ class Lesson:
     @classmethod
     def from_notebook(cls, path: Path) -> "Lesson":
         nb = read_notebook(path)
-        lid = lesson_id(nb, path) or path.stem
+        lid = lesson_id(nb) or path.stem
         exercises = [cell_exercise(c) for c in nb.cells
                      if c.cell_type == "code" and has_tag(c, EXERCISE_TAG) and cell_exercise(c)]
         support = tuple(c.source for c in nb.cells

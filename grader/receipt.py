@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import sys
@@ -29,6 +30,12 @@ def sha256_text(*parts: str) -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def checks_sha256(lesson_id: str) -> str:
+    """The hidden checks' hash, read once per process."""
+    return hashlib.sha256(checks_file(lesson_id).read_bytes()).hexdigest()
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -43,7 +50,7 @@ def make_receipt(lesson_id: str, code: dict[str, ExerciseCode], seed: int, isola
     return {
         "submission_sha256": submission_hash(code),
         "grader_version": grader.__version__,
-        "checks_sha256": hashlib.sha256(checks_file(lesson_id).read_bytes()).hexdigest(),
+        "checks_sha256": checks_sha256(lesson_id),
         "seed": seed,
         "python": platform.python_version(),
         "numpy": _version("numpy"),

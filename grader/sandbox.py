@@ -14,6 +14,7 @@ The three failures derive from BaseException so that a hidden check's
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import select
 import shutil
@@ -113,15 +114,17 @@ def close_zygotes() -> None:
     _zygotes.clear()
 
 
-def hidden_paths(config: GraderConfig) -> list[str]:
-    """What learner code must not read: hidden checks, solutions, tests, submissions."""
+@functools.lru_cache(maxsize=8)
+def hidden_paths(config: GraderConfig) -> tuple[str, ...]:
+    """What learner code must not read: hidden checks, solutions, tests, submissions.
+    Worked out once per configuration, not once per worker."""
     root = Path(config.course_root)
     paths = [Path(__file__).resolve().parent / "checks", root / "solutions", root / "tests",
              *map(Path, config.hidden_paths)]
     # Never cover the Python installation or the grader's own code: a worker still imports.
     needed = [Path(sys.prefix).resolve(), Path(__file__).resolve().parent]
-    return sorted({str(p.resolve()) for p in paths if p.exists()
-                   and not any(n == p.resolve() or n.is_relative_to(p.resolve()) for n in needed)})
+    return tuple(sorted({str(p.resolve()) for p in paths if p.exists()
+                         and not any(n == p.resolve() or n.is_relative_to(p.resolve()) for n in needed)}))
 
 
 def _pipe() -> tuple[int, int]:
@@ -148,7 +151,7 @@ class Worker:
         self.workdir = tempfile.mkdtemp()
         self._lease = isolation.UidLease() if config.isolate and isolation.can_isolate() else None
         self.uid = self._lease.uid if self._lease else None
-        sandbox = {"workdir": self.workdir, "uid": self.uid, "hidden": hidden_paths(config),
+        sandbox = {"workdir": self.workdir, "uid": self.uid, "hidden": list(hidden_paths(config)),
                    "limits": {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,
                               "file_size": config.file_size,
                               "processes": config.processes if self.uid is not None else None}}

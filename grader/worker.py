@@ -18,8 +18,8 @@ import sys
 import traceback
 import types
 # Bound at import, before learner code can patch builtins.
-from builtins import BaseException, MemoryError, ValueError, NameError, bool, compile, dict, exec
-from builtins import getattr, int, isinstance, len, list, min, str, tuple, type
+from builtins import BaseException, MemoryError, ValueError, NameError, compile, dict, exec
+from builtins import getattr, int, isinstance, len, list, min, str, type
 
 from grader import isolation, wire
 

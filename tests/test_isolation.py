@@ -1,7 +1,5 @@
 """What learner code can see and do inside a worker."""
 
-import resource
-
 import pytest
 
 from grader import isolation

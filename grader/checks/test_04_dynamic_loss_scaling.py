@@ -113,7 +113,8 @@ def gradscaler_run(kwargs: dict, state: dict | None, found_infs: list[bool]) -> 
 _reference_runs: dict[tuple, list[tuple]] = {}
 
 
-def _gradscaler_run(kwargs: dict, state: dict | None, found_infs: list[bool]) -> list[tuple]:
+def _gradscaler_steps(kwargs: dict, state: dict | None, found_infs: list[bool]):
+    """A real GradScaler("cpu"), yielded once set up and again after each update()."""
     param = torch.nn.Parameter(torch.zeros(1))
     param.grad = torch.zeros(1)
     opt = ParamGroups(param)
@@ -121,27 +122,21 @@ def _gradscaler_run(kwargs: dict, state: dict | None, found_infs: list[bool]) ->
     if state is not None:
         scaler.load_state_dict(dict(state))
     scaler.scale(torch.ones(()))  # creates the float32 scale and int32 tracker
-    steps = [(scaler.get_scale(), scaler.state_dict()["_growth_tracker"])]
+    yield scaler
     for found_inf in found_infs:
         param.grad.fill_(math.inf if found_inf else 1.0)
         scaler.unscale_(opt)
         scaler.update()
-        steps.append((scaler.get_scale(), scaler.state_dict()["_growth_tracker"]))
-    return steps
+        yield scaler
+
+
+def _gradscaler_run(kwargs: dict, state: dict | None, found_infs: list[bool]) -> list[tuple]:
+    return [(scaler.get_scale(), scaler.state_dict()["_growth_tracker"])
+            for scaler in _gradscaler_steps(kwargs, state, found_infs)]
 
 
 def gradscaler_state_dict(kwargs: dict, found_infs: list[bool], state: dict | None = None) -> dict:
-    param = torch.nn.Parameter(torch.zeros(1))
-    param.grad = torch.zeros(1)
-    opt = ParamGroups(param)
-    scaler = torch.amp.GradScaler("cpu", **kwargs)
-    if state is not None:
-        scaler.load_state_dict(dict(state))
-    scaler.scale(torch.ones(()))
-    for found_inf in found_infs:
-        param.grad.fill_(math.inf if found_inf else 1.0)
-        scaler.unscale_(opt)
-        scaler.update()
+    *_, scaler = _gradscaler_steps(kwargs, state, found_infs)
     return scaler.state_dict()
 
 
