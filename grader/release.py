@@ -19,7 +19,7 @@ import nbformat
 from grader.markers import solution_only_lines
 
 # What a learner's notebook imports from grader; nothing else of the package ships.
-PUBLIC_MODULES = ("grader/__init__.py", "grader/render.py", "grader/selfcheck/*.py")
+PUBLIC_MODULES = ("grader/__init__.py", "grader/render.py", "grader/selfcheck/*.py", "grader/labs/*.py")
 LEARNER_PACKAGES = ("numpy", "torch", "matplotlib", "jupyterlab", "ipykernel")
 _REQ_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_GRADER = re.compile(r"\bgrader(?:\.\w+)+")
@@ -137,7 +137,7 @@ dependencies = [
 {deps}]
 
 [tool.setuptools]
-packages = ["grader", "grader.selfcheck"]
+packages = ["grader", "grader.selfcheck", "grader.labs"]
 """
 
 
