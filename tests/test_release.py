@@ -48,7 +48,8 @@ def _files(folder):
 
 def test_the_bundle_is_clean_and_holds_what_learners_need(bundle, course):
     assert scan_bundle(bundle, course) == []
-    selfchecks = {f"grader/selfcheck/{p.name}" for p in (course / "grader/selfcheck").glob("*.py")}
+    selfchecks = {f"grader/{p.parent.name}/{p.name}" for folder in ("selfcheck", "labs")
+                  for p in (course / "grader" / folder).glob("*.py")}
     assert _files(bundle) == {f"notebooks/{LESSON}.ipynb", "grader/__init__.py", "grader/render.py",
                               "environment.yml", "constraints.txt", "pyproject.toml", "README.md",
                               *selfchecks}
@@ -59,7 +60,7 @@ def test_the_bundle_is_clean_and_holds_what_learners_need(bundle, course):
     assert names == ["numpy", "torch", "matplotlib", "jupyterlab", "ipykernel"]
     project = tomllib.loads((bundle / "pyproject.toml").read_text())
     assert project["project"]["dependencies"] == [line for line in pip if not line.startswith("-")]
-    assert project["tool"]["setuptools"]["packages"] == ["grader", "grader.selfcheck"]
+    assert project["tool"]["setuptools"]["packages"] == ["grader", "grader.selfcheck", "grader.labs"]
     def pins(path):
         return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
 
