@@ -28,8 +28,9 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG)
 
+# Every core: one notebook or test module per worker at a time (conftest.py); slowest items last.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --durations=15
 
 notebooks: setup
 	$(PY) -m grader generate

@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     gs = sub.add_parser("gradescope", help="build a Gradescope autograder zip")
     gs.add_argument("zip", type=Path, help="the .zip file to write")
 
-    x = sub.add_parser("refresh", help="re-run solution notebooks and store their outputs")
+    x = sub.add_parser("refresh", help="re-run solution notebooks, store their outputs, and check "
+                                       "that those hold on other CPUs")
     x.add_argument("notebooks", type=Path, nargs="+", help="solutions/NN_name.ipynb ...")
 
     n = sub.add_parser("generate", help="regenerate notebooks/ from solutions/")
@@ -175,9 +176,18 @@ def _refresh(args) -> int:
     for path in args.notebooks:
         if not path.is_file() or path.suffix != ".ipynb":
             raise _Usage(f"{path}: not a notebook file")
+    from grader.portability import differing_cells
+
+    portable = True
     for path in args.notebooks:
-        print(f"{path}: ran in {refresh(path):.1f} s")
-    return 0
+        print(f"{path}: ran in {refresh(path):.1f} s; checking that its outputs hold on other CPUs…")
+        for difference in differing_cells(path):
+            portable = False
+            print(f"{path}: not portable: {difference}\n{difference.detail}", file=sys.stderr)
+    if not portable:
+        print("Print what every CPU agrees on (fewer digits, a verdict), or tag the cell "
+              "nbval-ignore-output and assert its claim in tests/ (docs/authoring.md).", file=sys.stderr)
+    return 0 if portable else 1
 
 
 COMMANDS = {"refresh": _refresh, "grade": _grade, "grade-class": _grade_class, "regrade": _regrade,

@@ -48,3 +48,22 @@ def test_an_error_inspecting_the_result_is_a_row_not_a_traceback(capsys):
     with SelfCheck("x") as sc:
         len(5)
     assert not sc.passed and "could not inspect the result" in capsys.readouterr().out
+
+
+def test_a_passing_tolerance_row_prints_the_tolerance_not_machine_dependent_digits(capsys):
+    """Last digits of matmuls differ between CPUs; a stored self-check table must not."""
+    for noisy in (0.30690512, 0.30690514):
+        with SelfCheck("tolerance") as sc:
+            sc.close("loss", 0.306905, noisy, rel=1e-6)
+            sc.within("max |error|", noisy * 1e-9, 1e-6)
+    first, second = capsys.readouterr().out.split("Self-check: tolerance")[1:]
+    assert first == second and "0.3069" not in first and "PASS" in first
+
+
+def test_a_failing_tolerance_row_shows_both_numbers_and_the_cause(capsys):
+    with SelfCheck("tolerance") as sc:
+        sc.close("loss", 0.25, 0.5, rel=1e-6, cause="return the unscaled loss")
+        sc.within("max |error|", 3e-3, 1e-6, cause="unscale before stepping")
+    out = capsys.readouterr().out
+    assert "0.25" in out and "0.5" in out and "0.003" in out and out.count("FAIL") == 2
+    assert "return the unscaled loss" in out and "unscale before stepping" in out

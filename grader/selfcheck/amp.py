@@ -92,19 +92,19 @@ def check_train_step(train_step) -> None:
                  "return the loss itself, before scaler.scale() multiplies it by the scale "
                  "(4 here), computed as mse_loss(model(x), y) under autocast.")
         diff = float((_flat(model) - _reference_sgd(before, [batch])).abs().max())
-        sc.row("one SGD step on the true (unscaled) gradients", "max |error| < 1e-6", f"{diff:.3g}",
-               diff < 1e-6, cause=follows if not dtype_ok else
-               "step with scaler.step(optimizer) so the gradients are unscaled first; a plain "
-               "optimizer.step() uses gradients 4x too big.")
+        sc.within("one SGD step on the true (unscaled) gradients (max |error|)", diff, 1e-6,
+                  cause=follows if not dtype_ok else
+                  "step with scaler.step(optimizer) so the gradients are unscaled first; a plain "
+                  "optimizer.step() uses gradients 4x too big.")
 
         # 2. a second call must not see the first call's gradients
         batch2 = _batch(seed=2)
         _step(sc, train_step, model, batch2, opt, scaler)
         diff = float((_flat(model) - _reference_sgd(before, [batch, batch2])).abs().max())
-        sc.row("a 2nd call starts from fresh gradients", "max |error| < 1e-6", f"{diff:.3g}",
-               diff < 1e-6, cause=follows if not dtype_ok else
-               "call optimizer.zero_grad(set_to_none=True) at the start; otherwise backward() "
-               "adds to the previous step's gradients.")
+        sc.within("a 2nd call starts from fresh gradients (max |error|)", diff, 1e-6,
+                  cause=follows if not dtype_ok else
+                  "call optimizer.zero_grad(set_to_none=True) at the start; otherwise backward() "
+                  "adds to the previous step's gradients.")
         sc.compare("scale doubles after growth_interval=2 clean steps", 8.0, scaler.get_scale(),
                    cause="call scaler.update() once per call, after scaler.step(optimizer).")
 
