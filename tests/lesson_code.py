@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import warnings
 from contextlib import redirect_stdout
 
@@ -56,3 +57,16 @@ def prints_stably(value: float, spec: str, rel: float = 0.0, step: float = 0.0) 
     moves it by about that much."""
     delta = abs(value) * rel + step
     return len({format(value - delta, spec), format(value, spec), format(value + delta, spec)}) == 1
+
+
+def order_is_stable(x: float, margin: float = 1.05) -> bool:
+    """`order(x)` prints the decade of x; it is stable when x is not within `margin` of a power of ten."""
+    frac = math.log10(x) - math.floor(math.log10(x))
+    return math.log10(margin) < frac < 1 - math.log10(margin)
+
+
+def share_is_stable(share: float, n: int, counts: float = 3, spec: str | None = None) -> bool:
+    """A share of n items prints the same if `counts` items more or fewer had crossed its
+    threshold on another CPU. With no `spec`, the `pct` rule of lesson 03: one decimal below 1%."""
+    near = {min(max(share + d, 0.0), 1.0) for d in (-counts / n, 0.0, counts / n)}  # stays in [0, 1]
+    return len({format(x, spec or (".1%" if x < 0.01 else ".0%")) for x in near}) == 1
