@@ -1,5 +1,5 @@
-"""Claims of lesson 01_float_formats (TF32 against FP32 matmul error), with tolerances and with margins
-for the printed roundings (tests/lesson_code.py)."""
+"""Claims of lesson 01_float_formats (TF32 against FP32 matmul error),
+with tolerances, and margins for the printed roundings (tests/lesson_code.py)."""
 
 import pytest
 

@@ -1,5 +1,5 @@
-"""Claims of lesson 02_half_precision_pitfalls (pure FP16 freezes, master weights follow FP32), with tolerances and with margins
-for the printed roundings (tests/lesson_code.py)."""
+"""Claims of lesson 02_half_precision_pitfalls (pure FP16 freezes, master weights follow FP32),
+with tolerances, and margins for the printed roundings (tests/lesson_code.py)."""
 
 import pytest
 import torch

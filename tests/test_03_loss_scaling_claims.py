@@ -1,5 +1,5 @@
-"""Claims of lesson 03_loss_scaling (how loss scaling moves the FP16 gradients), with tolerances and with margins
-for the printed roundings (tests/lesson_code.py)."""
+"""Claims of lesson 03_loss_scaling (how loss scaling moves the FP16 gradients),
+with tolerances, and margins for the printed roundings (tests/lesson_code.py)."""
 
 import pytest
 import torch

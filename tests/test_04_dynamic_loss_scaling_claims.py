@@ -1,5 +1,5 @@
-"""Claims of lesson 04_dynamic_loss_scaling (the dynamic loss scale's sawtooth), with tolerances and with margins
-for the printed roundings (tests/lesson_code.py)."""
+"""Claims of lesson 04_dynamic_loss_scaling (the dynamic loss scale's sawtooth),
+with tolerances, and margins for the printed roundings (tests/lesson_code.py)."""
 
 import pytest
 

@@ -1,5 +1,5 @@
-"""Claims of lesson 05_amp_training (torch AMP is the manual recipe), with tolerances and with margins
-for the printed roundings (tests/lesson_code.py)."""
+"""Claims of lesson 05_amp_training (torch AMP is the manual recipe),
+with tolerances, and margins for the printed roundings (tests/lesson_code.py)."""
 
 import pytest
 

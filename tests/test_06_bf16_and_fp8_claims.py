@@ -1,5 +1,5 @@
-"""Claims of lesson 06_bf16_and_fp8 (BF16 needs no scaler where FP16 loses gradients), with tolerances and with margins
-for the printed roundings (tests/lesson_code.py)."""
+"""Claims of lesson 06_bf16_and_fp8 (BF16 needs no scaler where FP16 loses gradients),
+with tolerances, and margins for the printed roundings (tests/lesson_code.py)."""
 
 import pytest
 
