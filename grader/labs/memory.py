@@ -205,7 +205,7 @@ class TrainingRun:
             p.grad = None
         loss = self.loss(x, y)
         loss.backward()
-        return float(loss.detach())
+        return loss.detach().item()
 
     @torch.no_grad()
     def update(self) -> None:
