@@ -195,7 +195,7 @@ class TrainingRun:
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dtype = DTYPES[self.recipe.weights]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.recipe.autocast):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.recipe.autocast):
             out = self.model(x.to(dtype))
         return (out.float() - y).square().mean()
 
