@@ -73,9 +73,10 @@ def class_run(args, course_root: Path, raw_learners: list[str]) -> ClassRun:
             raise SetupError("--assignments needs --assignment ID too (which of its assignments to grade)")
         else:
             assignment = whole_course(native)
+        overrides = load_overrides(args.overrides) if args.overrides else []
         setup = ClassSetup(assignment.with_select(args.select),
                            load_roster(args.roster) if args.roster else None,
-                           tuple(load_overrides(args.overrides)) if args.overrides else ())
+                           tuple(o for o in overrides if o.assignment in ("", assignment.id)))
         overrides_by_key(setup, learner_keys(raw_learners, setup.roster))
         times = load_times(args.submitted_at, assignment.timezone) if args.submitted_at else {}
     except (AssignmentError, RosterError, OverrideError, TimesError) as exc:

@@ -7,7 +7,9 @@ A CSV with the header `learner,exercise,points,reason`, one override per row:
   the assignment), or `total`;
 - `points`: a number sets the points (`7`); a signed number adjusts them (`+2`, `-1.5`);
 - `reason`: required: it is shown in the gradebook notes, the per-learner
-  grades file, the review page and the learner's feedback.
+  grades file, the review page and the learner's feedback;
+- `assignment` (an optional fifth column): the assignment id the row is for, so
+  one file can serve a whole course; a row without one applies to every assignment.
 
 An exercise override replaces that exercise's autograded points before any
 late penalty; a `total` override applies last, to the final total.
@@ -35,6 +37,7 @@ class Override:
     value: float
     relative: bool  # "+2" adjusts; "7" sets
     reason: str
+    assignment: str = ""  # '' for every assignment
 
     def apply(self, before: float) -> float:
         return round(before + self.value if self.relative else self.value, 2)
@@ -54,8 +57,8 @@ def load_overrides(path: Path) -> list[Override]:
         raise OverrideError(f"{path}: cannot be read ({exc.strerror}); check the path") from None
     except UnicodeDecodeError:
         raise OverrideError(f"{path}: is not UTF-8 text; save it as CSV (UTF-8)") from None
-    if header[:4] != HEADER:
-        raise OverrideError(f"{path}: the header should be {','.join(HEADER)}")
+    if header[:4] != HEADER or header[4:] not in ((), ("assignment",)):
+        raise OverrideError(f"{path}: the header should be {','.join(HEADER)} (and optionally ,assignment)")
     overrides = []
     for line, row in enumerate(rows, start=2):
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
@@ -75,7 +78,8 @@ def load_overrides(path: Path) -> list[Override]:
             raise OverrideError(f"{where}: learner and exercise are required")
         if not row["reason"]:
             raise OverrideError(f"{where}: give a reason; it is the audit trail for this change")
-        overrides.append(Override(where, row["learner"], row["exercise"], value, relative, row["reason"]))
+        overrides.append(Override(where, row["learner"], row["exercise"], value, relative, row["reason"],
+                                  row.get("assignment", "")))
     return overrides
 
 

@@ -9,7 +9,7 @@ once, and every output prints these same numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from grader.assignments import Assignment, Lateness
@@ -138,8 +138,7 @@ def overrides_by_key(setup: ClassSetup, students: dict[str, Student | None]) -> 
             raise OverrideError(f"{override.where}: no learner {override.learner!r} (not on the roster and no "
                                 "file by that name); use a submission name, student id or email")
         target = resolve_target(override, exercises)
-        found.setdefault(key, []).append(Override(override.where, override.learner, target, override.value,
-                                                  override.relative, override.reason))
+        found.setdefault(key, []).append(replace(override, target=target))
     return found
 
 
