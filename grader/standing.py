@@ -125,7 +125,7 @@ def standings(files: list[Submitted], setup: ClassSetup) -> list[Standing]:
         groups[student.submission if student else f.learner].append(f)
     overrides = overrides_by_key(setup, students)
     return [_standing(key, students[key], groups[key], setup, overrides.get(key, []))
-            for key in sorted(groups)]
+            for key in sorted(groups, key=lambda k: (k.casefold(), k))]
 
 
 def overrides_by_key(setup: ClassSetup, students: dict[str, Student | None]) -> dict[str, list[Override]]:
