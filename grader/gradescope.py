@@ -20,6 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
+from grader import escape
 from grader.assignments import VISIBILITIES
 from grader.gradescope_zip import ASSIGNMENTS, build_autograder_zip  # noqa: F401 - the CLI builds the zip from here
 from grader.report import write_atomic
@@ -87,7 +88,7 @@ def results_json(reports: list[Report], execution_time: float,
         tests.append(_test(f"{name} · autograder failure", None, 0.0, 0.0, "error",
                            f"{FAILED_MESSAGE} ({kind}).", visibility))
         lines.append(f"- **{name}**: {FAILED_MESSAGE}")
-    lines.extend(f"- note: {note}" for note in notes)
+    lines.extend(f"- note: {escape.markdown_text(note)}" for note in notes)  # file names are the learner's
     if score is None:
         score = round(sum(r.score for r in reports) + sum(p for _, p, _ in adjustments), 6)
     if not lines:

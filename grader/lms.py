@@ -79,14 +79,15 @@ def moodle_csv(standings: list[Standing], assignment: Assignment) -> str:
 def long_csv(standings: list[Standing], assignment: Assignment) -> str:
     buffer, writer = _writer()
     writer.writerow(LONG_COLUMNS)
+    aid = csv_text(assignment.id)
     for s in standings:
         who = s.student
         person = [csv_text(s.key), csv_text(who.student_id if who else ""), csv_text(who.name if who else ""),
-                  csv_text(who.email if who else "")]
+                  csv_text(who.email if who else ""), aid]
         for (lesson, ex), (_, points) in assignment.points.items():
-            writer.writerow([*person, assignment.id, lesson, ex, csv_number(s.exercises[(lesson, ex)]),
-                             csv_number(points), s.status])
-        writer.writerow([*person, assignment.id, "", "late_penalty", csv_number(0.0 - s.late_penalty), "", s.status])
-        writer.writerow([*person, assignment.id, "", "adjustment", csv_number(s.adjustment), "", s.status])
-        writer.writerow([*person, assignment.id, "", "total", csv_number(s.total), csv_number(s.max_total), s.status])
+            writer.writerow([*person, lesson, ex, csv_number(s.exercises[(lesson, ex)]), csv_number(points),
+                             s.status])
+        writer.writerow([*person, "", "late_penalty", csv_number(0.0 - s.late_penalty), "", s.status])
+        writer.writerow([*person, "", "adjustment", csv_number(s.adjustment), "", s.status])
+        writer.writerow([*person, "", "total", csv_number(s.total), csv_number(s.max_total), s.status])
     return buffer.getvalue()
