@@ -138,7 +138,7 @@ def _roster_lines(result: list[Standing]) -> list[str]:
         lines.append(f"{len(unmatched)} submission name(s) match no one on the roster (they are in the "
                      f"gradebook, not in lms/): {', '.join(escape.one_line(k) for k in unmatched)}")
     if absent:
-        lines.append(f"{len(absent)} on the roster handed in nothing (0 points): "
+        lines.append(f"{len(absent)} on the roster handed in nothing for this assignment (0 points): "
                      f"{', '.join(escape.one_line(k) for k in absent)}")
     return lines
 

@@ -20,7 +20,7 @@ from grader import escape
 from grader.report import write_atomic
 
 _STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}"
-          "pre{background:#f6f8fa;padding:.8em;overflow-x:auto}"
+          "pre{background:#f6f8fa;padding:.8em;overflow-x:auto}td pre{white-space:pre-wrap;word-break:break-word}"
           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;"
           "vertical-align:top}.passed{color:#1a7f37}.failed,.error,.timeout,.memory,.crashed{color:#cf222e}")
 

@@ -23,7 +23,7 @@ STATUSES = {
     "graded": "every counted file was graded",
     "cells-changed": "graded, but an exercise cell was deleted, duplicated or is no longer code (see notes)",
     "ungradable": "a file could not be graded (see notes)",
-    "no-submission": "on the roster, but handed in nothing",
+    "no-submission": "handed in nothing for this assignment (0 points)",
     "not-on-roster": "files whose name matches no one on the roster",
 }
 
@@ -195,8 +195,8 @@ def _standing(key: str, student: Student | None, files: list[Submitted], setup: 
     notes.extend(f"override ({a['where']}): {a['target']} {a['before']:g} → {a['after']:g}: {a['reason']}"
                  for a in audit)
     status = ("not-on-roster" if setup.roster and student is None else
-              "no-submission" if not files else
               "ungradable" if problems["ungradable"] else
+              "no-submission" if not by_lesson else
               "cells-changed" if problems["cells"] else "graded")
     if status == "not-on-roster":
         notes.insert(0, f"no roster entry matches {key!r}; add one (submission column) so this counts")

@@ -67,7 +67,10 @@ def _likely_cause(test: dict) -> str:
     if found:
         return found[0].strip()
     raised = _RAISED.search(message)
-    return f"your code raised {raised.group(1)}" if raised else f"({test['status']})"
+    if raised:
+        return f"your code raised {raised.group(1)}"
+    first = message.split("\n", 1)[0].split(";", 1)[0].strip()  # e.g. "the exercise cell ... is a markdown cell"
+    return first[:100] or f"({test['status']})"
 
 
 def write_stats(standings: list[Standing], assignment: Assignment, folder: Path) -> Path:
@@ -76,12 +79,12 @@ def write_stats(standings: list[Standing], assignment: Assignment, folder: Path)
     for (lesson, ex), (_, points) in assignment.points.items():
         values = [s.exercises[(lesson, ex)] for s in standings if s.exercises[(lesson, ex)] is not None]
         name = f"exercise_{_slug(lesson)}_{_slug(ex)}.png"
-        _histogram(values, points, f"{lesson} / {ex} ({len(values)} learners, out of {points:g})", folder / name)
+        _histogram(values, points, f"{lesson} / {ex}\n{len(values)} learners, out of {points:g}", folder / name)
         figures.append((name, f"{lesson}/{ex}"))
-    handed_in = [s.total for s in standings if s.files]
+    handed_in = [s.total for s in standings if s.status != "no-submission"]
     name = f"assignment_{_slug(assignment.id)}.png"
     _histogram(handed_in, assignment.max_total,
-               f"{assignment.title}: totals ({len(handed_in)} learners, out of {assignment.max_total:g})",
+               f"{assignment.title}: totals\n{len(handed_in)} learners, out of {assignment.max_total:g}",
                folder / name)
     figures.insert(0, (name, f"{assignment.title}: totals"))
 
@@ -103,14 +106,14 @@ def write_stats(standings: list[Standing], assignment: Assignment, folder: Path)
 
 def _page(standings, assignment, figures, failing, causes, trouble) -> str:
     h = escape.html
-    totals = sorted(s.total for s in standings if s.files)
-    missing = sum(1 for s in standings if not s.files)
+    totals = sorted(s.total for s in standings if s.status != "no-submission")
+    missing = sum(1 for s in standings if s.status == "no-submission")
     ungradable = sum(1 for s in standings if s.status == "ungradable")
     median = (totals[(len(totals) - 1) // 2] + totals[len(totals) // 2]) / 2 if totals else 0.0
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>Class statistics: {h(assignment.title)}</title><style>{_STYLE}</style></head><body>",
              f"<h1>Class statistics: {h(assignment.title)}</h1>",
-             f"<p>{len(totals)} learners handed in work; {missing} on the roster handed in nothing; "
+             f"<p>{len(totals)} learners handed in work; {missing} handed in nothing for this assignment; "
              f"{ungradable} have a file that could not be graded. Median total {median:g} of "
              f"{assignment.max_total:g}; mean {sum(totals) / len(totals) if totals else 0:.2f}.</p>",
              "<h2>Scores</h2>"]

@@ -226,3 +226,12 @@ def test_cells_changed_is_its_own_status_with_the_reason_in_the_notes(tmp_path):
     report["tests"][-1]["message"] = "the exercise cell for has_overflow is a markdown cell; change it back"
     [s] = standings([_file("ann", "ann.ipynb", report, 5)], ClassSetup(hw1))
     assert s.status == "cells-changed" and "has_overflow is a markdown cell" in " ".join(s.notes)
+
+
+def test_files_for_other_lessons_count_nothing_and_say_so(tmp_path):
+    hw1 = load_assignment(_write(tmp_path, "a.toml", '[assignments.hw1]\nlessons = ["03_loss_scaling"]\n'),
+                          "hw1", NATIVE)
+    [s] = standings([_file("ann", "ann/04.ipynb", _report("04_dynamic_loss_scaling", {"DynamicLossScaler": (10, 10)}),
+                           5)], ClassSetup(hw1))
+    assert (s.status, s.total) == ("no-submission", 0.0)
+    assert s.notes == ["ann/04.ipynb: 04_dynamic_loss_scaling is not part of hw1; not counted"]
