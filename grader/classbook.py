@@ -25,6 +25,7 @@ from pathlib import Path
 from grader import escape
 from grader.assignments import AssignmentError, load_assignment, native_points, whole_course
 from grader.gradebook import grades_json, gradebook_csv
+from grader.gradescope import learner_results
 from grader.lms import canvas_csv, long_csv, moodle_csv
 from grader.overrides import OverrideError, load_overrides
 from grader.report import write_atomic
@@ -113,7 +114,6 @@ def write_outputs(items, reports: dict, out: Path, run: ClassRun | None = None) 
         write_atomic(out / "grades" / f"{s.key}.json", grades_json(s, assignment))
         write_atomic(out / "review" / f"{s.key}.md", review_page(s, assignment, item_of))
         seconds = sum(f.report.get("execution_time", 0.0) for f in s.files)
-        from grader.gradescope import learner_results
         write_atomic(out / "gradescope" / s.key / "results.json",
                      json.dumps(learner_results(s, assignment, seconds), indent=2, allow_nan=False) + "\n")
     write_atomic(out / "lms" / "grades_long.csv", long_csv(result, assignment))

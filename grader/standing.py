@@ -146,9 +146,45 @@ def _standing(key: str, student: Student | None, files: list[Submitted], setup: 
               overrides: list[Override]) -> Standing:
     assignment = setup.assignment
     due, extension = assignment.due_for(student.keys if student else (key,))
+    by_lesson, notes, problems = _by_lesson(files, assignment)
+    exercises: dict[tuple[str, str], float | None] = {k: None for k in assignment.points}
+    lessons: dict[str, LessonPart] = {}
+    for lesson, candidates in by_lesson.items():
+        part = lessons[lesson] = _counted(lesson, candidates, assignment, due, extension)
+        for ex, points in exercise_points(part.counted.report, assignment, lesson).items():
+            exercises[(lesson, ex)] = points
+        notes += [f"{lesson}: {part.note}"] if part.note else []
+        notes += _file_problems(part.counted, assignment, lesson, problems)
+    audit = []
+    for o in (o for o in overrides if o.target != TOTAL):
+        lesson, _, ex = o.target.partition("/")
+        before = exercises[(lesson, ex)] or 0.0
+        exercises[(lesson, ex)] = o.apply(before)
+        lessons.setdefault(lesson, LessonPart(lesson, None, due=due, extension=extension))
+        audit.append(_audit(o, before, exercises[(lesson, ex)]))
+    late_penalty = _late_penalties(lessons, exercises, assignment, notes)
+    computed = _pts(sum(p.earned for p in lessons.values()) - late_penalty)
+    total = computed
+    for o in (o for o in overrides if o.target == TOTAL):
+        before, total = total, o.apply(total)
+        audit.append(_audit(o, before, total))
+    notes += [f"override ({a['where']}): {a['target']} {a['before']:g} → {a['after']:g}: {a['reason']}"
+              for a in audit]
+    status = ("not-on-roster" if setup.roster and student is None else
+              "ungradable" if problems["ungradable"] else
+              "no-submission" if not by_lesson else
+              "cells-changed" if problems["cells"] else "graded")
+    if status == "not-on-roster":
+        notes.insert(0, f"no roster entry matches {key!r}; add one (submission column) so this counts")
+    return Standing(key, student, status, exercises, lessons, late_penalty, _pts(total - computed), total,
+                    assignment.max_total, notes, audit, files)
+
+
+def _by_lesson(files: list[Submitted], assignment: Assignment):
+    """The files of each of the assignment's lessons; notes on the others."""
+    by_lesson: dict[str, list[Submitted]] = {}
     notes: list[str] = []
     problems = {"ungradable": False, "cells": False}
-    by_lesson: dict[str, list[Submitted]] = {}
     for f in sorted(files, key=lambda f: f.name):
         lesson = f.report.get("lesson", "unknown")
         if lesson in assignment.lessons:
@@ -158,50 +194,22 @@ def _standing(key: str, student: Student | None, files: list[Submitted], setup: 
             notes.append(f"{f.name}: could not be graded: {'; '.join(f.report.get('notices', []))}")
         else:
             notes.append(f"{f.name}: {lesson} is not part of {assignment.id}; not counted")
-    exercises: dict[tuple[str, str], float | None] = {k: None for k in assignment.points}
-    lessons: dict[str, LessonPart] = {}
-    for lesson, candidates in by_lesson.items():
-        part = _counted(lesson, candidates, assignment, due, extension)
-        part.extension = extension
-        lessons[lesson] = part
-        data = part.counted.report
-        for ex, points in exercise_points(data, assignment, lesson).items():
-            exercises[(lesson, ex)] = points
-        if part.note:
-            notes.append(f"{lesson}: {part.note}")
-        notes.extend(_file_problems(part.counted, assignment, lesson, problems))
-    audit = []
-    for o in (o for o in overrides if o.target != TOTAL):
-        lesson, _, ex = o.target.partition("/")
-        before = exercises[(lesson, ex)] or 0.0
-        exercises[(lesson, ex)] = o.apply(before)
-        lessons.setdefault(lesson, LessonPart(lesson, None, due=due, extension=extension))
-        audit.append(_audit(o, before, exercises[(lesson, ex)]))
-    late_penalty = 0.0
+    return by_lesson, notes, problems
+
+
+def _late_penalties(lessons: dict[str, LessonPart], exercises, assignment: Assignment, notes: list[str]) -> float:
+    """Each lesson's points and late penalty (set on its part); the penalties' sum."""
+    total = 0.0
     for lesson, part in lessons.items():
         part.earned = _pts(sum(exercises[(lesson, ex)] or 0.0 for ex in assignment.exercises_of(lesson)))
         part.penalty = _pts(part.earned * (1 - part.lateness.factor))
-        late_penalty = _pts(late_penalty + part.penalty)
+        total = _pts(total + part.penalty)
         if part.penalty or part.lateness.days:
+            when = part.counted.submitted
             notes.append(f"{lesson}: {part.counted.name} {part.lateness.describe(assignment.late)} "
-                         f"(submitted {assignment.local(part.counted.submitted.time)} per the "
-                         f"{part.counted.submitted.source}, due "
+                         f"(submitted {assignment.local(when.time)} per the {when.source}, due "
                          f"{assignment.local(part.due)}{_extension_note(part.extension)}): -{part.penalty:g} pts")
-    computed = _pts(sum(p.earned for p in lessons.values()) - late_penalty)
-    total = computed
-    for o in (o for o in overrides if o.target == TOTAL):
-        before, total = total, o.apply(total)
-        audit.append(_audit(o, before, total))
-    notes.extend(f"override ({a['where']}): {a['target']} {a['before']:g} → {a['after']:g}: {a['reason']}"
-                 for a in audit)
-    status = ("not-on-roster" if setup.roster and student is None else
-              "ungradable" if problems["ungradable"] else
-              "no-submission" if not by_lesson else
-              "cells-changed" if problems["cells"] else "graded")
-    if status == "not-on-roster":
-        notes.insert(0, f"no roster entry matches {key!r}; add one (submission column) so this counts")
-    return Standing(key, student, status, exercises, lessons, late_penalty, _pts(total - computed), total,
-                    assignment.max_total, notes, audit, files)
+    return total
 
 
 def _counted(lesson: str, files: list[Submitted], assignment: Assignment, due, extension) -> LessonPart:
