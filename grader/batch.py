@@ -19,7 +19,7 @@ import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -186,10 +186,11 @@ class BatchResult:
     skipped: int
     seconds: float
     reports: dict[Item, dict]
+    outputs: list[str] = field(default_factory=list)  # what the class outputs say (issue 11)
 
 
 def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None,
-                jobs: int | None = None, progress: Progress | None = None) -> BatchResult:
+                jobs: int | None = None, progress: Progress | None = None, setup=None) -> BatchResult:
     config = config or GraderConfig()
     out = Path(out)
     # Learner code must not read other learners' work or the results.
@@ -208,5 +209,5 @@ def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None
     for item in items:
         reports[item] = json.loads(item.report_path(out).read_text())
     from grader.class_outputs import write_class_outputs
-    write_class_outputs(items, reports, out)
-    return BatchResult(items, len(todo), len(items) - len(todo), time.perf_counter() - start, reports)
+    outputs = write_class_outputs(items, reports, out, setup)  # setup: a classbook.ClassRun (issue 11)
+    return BatchResult(items, len(todo), len(items) - len(todo), time.perf_counter() - start, reports, outputs)

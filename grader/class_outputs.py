@@ -1,66 +1,14 @@
-"""What a class batch leaves for the instructor, rebuilt from the per-file reports:
-`gradebook.csv`, a Gradescope `results.json` per learner, and a review page per
-learner that shows each exercise's code beside its checks."""
+"""What a class batch leaves for the instructor, rebuilt from the per-file reports.
+
+The outputs themselves are written by grader/classbook.py from one decision per
+learner (grader/standing.py); this module keeps the review page, which shows each
+counted file's exercise code beside its checks."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections import defaultdict
 from pathlib import Path
 
-from grader.report import write_atomic
 from grader.results import Report
-
-
-def _by_learner(items, reports) -> dict[str, list[tuple]]:
-    grouped = defaultdict(list)
-    for item in items:
-        grouped[item.learner].append((item, reports[item]))
-    return dict(sorted(grouped.items()))
-
-
-def _columns(reports) -> list[tuple[str, str, float]]:
-    """(lesson, exercise, max points) for every exercise any report graded, in course order."""
-    seen: dict[tuple[str, str], float] = {}
-    for data in sorted(reports.values(), key=lambda d: d["lesson"]):
-        for exercise, (_, out_of) in Report.from_dict(data).by_exercise().items():
-            seen[(data["lesson"], exercise)] = out_of
-    return [(lesson, exercise, points) for (lesson, exercise), points in seen.items()]
-
-
-def gradebook_csv(items, reports) -> str:
-    columns = _columns(reports)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["learner", *(f"{lesson}/{exercise}" for lesson, exercise, _ in columns),
-                     "total", "max_total", "status", "notes"])
-    for learner, entries in _by_learner(items, reports).items():
-        scores: dict[tuple[str, str], float] = {}
-        notes, status = [], "graded"
-        per_lesson = defaultdict(list)
-        for item, data in entries:
-            per_lesson[data["lesson"]].append((item, data))
-        for lesson, submissions in per_lesson.items():
-            item, data = submissions[-1]
-            if len(submissions) > 1:
-                notes.append(f"{len(submissions)} files for {lesson}; graded {item.path.name}")
-            if data["status"] != "graded":
-                status = "ungradable"
-                notes.append(f"{item.path.name}: " + "; ".join(data["notices"]))
-            for exercise, (got, _) in Report.from_dict(data).by_exercise().items():
-                scores[(lesson, exercise)] = got
-        row = [scores.get((lesson, exercise), "") for lesson, exercise, _ in columns]
-        total = sum(v for v in scores.values())
-        max_total = sum(points for *_, points in columns)
-        writer.writerow([learner, *(_number(v) for v in row), _number(total), _number(max_total),
-                         status, " | ".join(notes)])
-    return buffer.getvalue()
-
-
-def _number(value) -> str:
-    return "" if value == "" else f"{value:g}"
 
 
 def review_page(learner: str, entries) -> str:
@@ -87,15 +35,8 @@ def review_page(learner: str, entries) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_class_outputs(items, reports, out: Path) -> None:
-    from grader.gradescope import results_json
-
-    write_atomic(out / "gradebook.csv", gradebook_csv(items, reports))
-    for learner, entries in _by_learner(items, reports).items():
-        graded = [Report.from_dict(d) for _, d in entries if d["status"] == "graded"]
-        ungradable = [(item.path.name, "; ".join(d["notices"])) for item, d in entries
-                      if d["status"] != "graded"]
-        seconds = sum(d.get("execution_time", 0.0) for _, d in entries)
-        results = results_json(graded, seconds, ungradable)
-        write_atomic(out / "gradescope" / learner / "results.json", json.dumps(results, indent=2) + "\n")
-        write_atomic(out / "review" / f"{learner}.md", review_page(learner, entries))
+def write_class_outputs(items, reports, out: Path, setup=None) -> list[str]:
+    # Issue 11: one rule decides which file counts, and every output (this module's
+    # review pages included) is written from that one decision in grader/classbook.py.
+    from grader.classbook import write_outputs
+    return write_outputs(items, reports, out, setup)

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, help="grading processes (default: all cores)")
     c.add_argument("--seed", type=int, help="seed for the drawn examples (default: fixed)")
     c.add_argument("--timeout", type=float, help="seconds allowed per check (default 10)")
+    from grader.classbook import add_arguments  # issue 11: assignments, roster, overrides, times
+    add_arguments(c)
 
     r = sub.add_parser("regrade", help="grade a submission again from a report's receipt")
     r.add_argument("report", type=Path, help="a JSON report written by grade or grade-class")
@@ -51,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
     gs = sub.add_parser("gradescope", help="build a Gradescope autograder zip")
     gs.add_argument("zip", type=Path, help="the .zip file to write")
+    gs.add_argument("--assignment", metavar="ID", help="grade this assignment of assignments.toml")
+    gs.add_argument("--assignments", type=Path, metavar="FILE", help="the assignments file "
+                    "(default: assignments.toml in the course)")
+
+    fb = sub.add_parser("feedback", help="one HTML feedback page per learner, from grade-class results")
+    fb.add_argument("out", type=Path, help="the --out folder of grade-class")
+    fb.add_argument("--to", type=Path, required=True, help="where the pages go")
 
     x = sub.add_parser("refresh", help="re-run solution notebooks, store their outputs, and check "
                                        "that those hold on other CPUs")
@@ -78,7 +87,7 @@ class _Usage(Exception):
 
 
 def _grade(args) -> int:
-    from grader.grade import GraderError, grade
+    from grader.grade import GraderError, UnknownLesson, grade
     from grader.notebook import NotebookError
     from grader.report import summary, write_json
 
@@ -87,6 +96,8 @@ def _grade(args) -> int:
         raise _Usage(f"{args.submission}: not a notebook (expected a .ipynb file)")
     try:
         report = grade(args.submission, config, args.lesson)
+    except UnknownLesson as exc:  # only `grade` has --lesson; grade-class's notes must not advise it
+        raise _Usage(f"{exc} Or pass --lesson ID.") from None
     except NotebookError as exc:
         raise _Usage(str(exc)) from None
     except GraderError as exc:
@@ -129,12 +140,20 @@ def _grade_class(args) -> int:
         raise _Usage("--jobs must be at least 1")
     if args.out.resolve() == args.submissions.resolve() or args.out.resolve().is_relative_to(args.submissions.resolve()):
         raise _Usage("--out must be outside the submissions folder")
-    result = grade_class(args.submissions, args.out, config, args.jobs)
+    from grader.batch import discover
+    from grader.classbook import SetupError, class_run
+    try:  # issue 11: every option's file is checked before grading starts
+        run = class_run(args, config.course_root, [item.learner for item in discover(args.submissions)])
+    except SetupError as exc:
+        raise _Usage(str(exc)) from None
+    result = grade_class(args.submissions, args.out, config, args.jobs, setup=run)
     ungradable = sum(1 for d in result.reports.values() if d["status"] != "graded")
     print(f"{len(result.items)} submissions: {result.graded} graded now, {result.skipped} unchanged "
           f"since the last run, {ungradable} ungradable; {result.seconds:.1f} s.")
-    print(f"Gradebook: {args.out / 'gradebook.csv'}; reports, review pages and Gradescope files "
-          f"under {args.out}/")
+    for line in result.outputs:
+        print(line)
+    print(f"Gradebook: {args.out / 'gradebook.csv'}; grades, reports, review pages, Gradescope files, "
+          f"LMS exports and statistics (stats/index.html) under {args.out}/")
     return 0
 
 
@@ -161,25 +180,47 @@ def _release(args) -> int:
 
 
 def _gradescope(args) -> int:
+    from grader.assignments import AssignmentError, load_assignment, native_points
     from grader.gradescope import build_autograder_zip
 
     if args.zip.suffix != ".zip":
         raise _Usage(f"{args.zip}: the output should end in .zip")
-    path = build_autograder_zip(args.zip, GraderConfig().course_root)
+    root = GraderConfig().course_root
+    assignments = args.assignments or root / "assignments.toml"
+    if args.assignment:  # issue 11: the zip grades one assignment, checked now, not on Gradescope
+        try:
+            load_assignment(assignments, args.assignment, native_points(root))
+        except AssignmentError as exc:
+            raise _Usage(str(exc)) from None
+    elif args.assignments:
+        raise _Usage("--assignments needs --assignment ID too")
+    path = build_autograder_zip(args.zip, root, args.assignment, assignments)
     print(f"Gradescope autograder written to {path}")
     return 0
 
 
-def _refresh(args) -> int:
-    from grader.refresh import refresh
+def _feedback(args) -> int:
+    from grader.feedback import FeedbackError, write_feedback
 
-    for path in args.notebooks:
-        if not path.is_file() or path.suffix != ".ipynb":
-            raise _Usage(f"{path}: not a notebook file")
+    try:
+        pages = write_feedback(args.out, args.to)
+    except FeedbackError as exc:
+        raise _Usage(str(exc)) from None
+    print(f"{len(pages)} feedback pages written to {args.to}/")
+    return 0
+
+
+def _refresh(args) -> int:
     from grader.portability import differing_cells
+    from grader.refresh import RefreshError, official_solution, refresh
+
+    try:  # refresh runs every cell with full access: only the course's own lessons may run here
+        paths = [official_solution(path, GraderConfig().course_root) for path in args.notebooks]
+    except RefreshError as exc:
+        raise _Usage(str(exc)) from None
 
     portable = True
-    for path in args.notebooks:
+    for path in paths:
         print(f"{path}: ran in {refresh(path):.1f} s; checking that its outputs hold on other CPUs…")
         for difference in differing_cells(path):
             portable = False
@@ -191,7 +232,7 @@ def _refresh(args) -> int:
 
 
 COMMANDS = {"refresh": _refresh, "grade": _grade, "grade-class": _grade_class, "regrade": _regrade,
-            "release": _release, "gradescope": _gradescope, "generate": _generate}
+            "release": _release, "gradescope": _gradescope, "generate": _generate, "feedback": _feedback}
 
 
 def main(argv: list[str] | None = None) -> int:

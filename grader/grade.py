@@ -19,6 +19,10 @@ class GraderError(Exception):
     """The grader itself cannot do its job (a missing lesson or broken checks)."""
 
 
+class UnknownLesson(NotebookError):
+    """Neither the notebook's metadata nor its file name says which lesson it is."""
+
+
 def official_lessons(config: GraderConfig) -> dict[str, Path]:
     folder = Path(config.course_root) / "notebooks"
     return {p.stem: p for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))}
@@ -31,8 +35,9 @@ def find_lesson(nb, path: Path, config: GraderConfig, override: str | None = Non
         # A learner who stripped the metadata still named the file after the lesson.
         wanted = next((lid for lid in lessons if Path(path).stem.startswith(lid)), None)
     if wanted is None:
-        raise NotebookError(f"{path}: cannot tell which lesson this is (no course metadata and "
-                            f"an unknown file name); pass --lesson, one of: {', '.join(lessons)}.")
+        raise UnknownLesson(f"{path}: cannot tell which lesson this is (no course metadata, and the file "
+                            f"name does not start with a lesson id); rename the file to start with its "
+                            f"lesson id, one of: {', '.join(lessons)}.")
     if wanted not in lessons:
         raise NotebookError(f"{path}: lesson {wanted!r} is not in this course; known lessons: "
                             f"{', '.join(lessons) or 'none'}.")

@@ -1,10 +1,13 @@
 """Gradescope: the results.json of one learner, and the autograder zip that writes it.
 
 Owns only the Gradescope format (gradescope/autograder_samples docs/specs.md)
-and the zip layout (setup.sh, run_autograder, source/); grading itself is
-grade.grade(). `python -m grader.gradescope run ROOT` is what run_autograder
-calls inside the container: it grades every submitted notebook and always
-writes ROOT/results/results.json, even when something fails.
+and the zip layout: setup.sh and run_autograder at the root of the zip beside
+the course source, which Gradescope extracts to /autograder/source. Grading
+itself is grade.grade(). `python -m grader.gradescope run ROOT [--assignment ID]`
+is what run_autograder calls inside the container: it grades every submitted
+notebook, lets the same rule as grade-class pick one file per lesson
+(grader/selection.py) and always writes ROOT/results/results.json, even when
+something fails.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import re
 import sys
 import time
 import traceback
-import zipfile
 from pathlib import Path
 
+from grader import escape
+from grader.assignments import VISIBILITIES
+from grader.gradescope_zip import ASSIGNMENTS, build_autograder_zip  # noqa: F401 - the CLI builds the zip from here
 from grader.report import write_atomic
 from grader.results import Report
 
 FORMATS = ("text", "html", "simple_format", "md", "ansi")
-VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 FAILED_MESSAGE = "the autograder failed; your instructor has been told"
 
 
@@ -51,11 +55,14 @@ def _lesson_number(lesson: str) -> str:
 
 def results_json(reports: list[Report], execution_time: float,
                  ungradable: list[tuple[str, str]] = (), visibility: str = "visible",
-                 failures: list[tuple[str, str]] = ()) -> dict:
+                 failures: list[tuple[str, str]] = (), adjustments: list[tuple[str, float, str]] = (),
+                 notes: list[str] = (), score: float | None = None) -> dict:
     """Gradescope's results.json for one learner: every lesson they submitted.
 
     `ungradable` holds (file, why) for files that could not be read;
-    `failures` holds (file, exception type) where the autograder itself broke.
+    `failures` holds (file, exception type) where the autograder itself broke;
+    `adjustments` holds (name, points, why) for late penalties and overrides, so
+    the tests still add up to `score` (by default the sum of the reports).
     """
     tests, lines = [], []
     for report in reports:
@@ -74,18 +81,23 @@ def results_json(reports: list[Report], execution_time: float,
         tests.append(_test(f"{name} · could not be graded", f"0.{i}", 0.0, 0.0, "ungradable",
                            why, visibility))
         lines.append(f"- **{name}**: could not be graded (see below)")
+    for name, points, why in adjustments:
+        tests.append(_test(name, None, points, 0.0, "passed" if points >= 0 else "failed", why, visibility))
+        lines.append(f"- **{name}**: {points:+g}")
     for name, kind in failures:
         tests.append(_test(f"{name} · autograder failure", None, 0.0, 0.0, "error",
                            f"{FAILED_MESSAGE} ({kind}).", visibility))
         lines.append(f"- **{name}**: {FAILED_MESSAGE}")
-    score = round(sum(r.score for r in reports), 6)
+    lines.extend(f"- note: {escape.markdown_text(note)}" for note in notes)  # file names are the learner's
+    if score is None:
+        score = round(sum(r.score for r in reports) + sum(p for _, p, _ in adjustments), 6)
     if not lines:
         lines.append("- no notebook (.ipynb) was found in your submission; upload your lesson notebooks.")
         tests.append(_test("submission · no notebook found", "0.0", 0.0, 0.0, "failed",
                            "Upload the .ipynb file(s) of the lessons you completed.", visibility))
     output = "\n".join([f"**Score: {score:g}**", "", *lines])
     return {"score": score, "execution_time": int(round(execution_time)), "output": output,
-            "output_format": "md", "stdout_visibility": "hidden",
+            "output_format": "md", "visibility": visibility, "stdout_visibility": "hidden",
             "extra_data": {"receipts": {r.lesson: r.receipt for r in reports}}, "tests": tests}
 
 
@@ -140,69 +152,40 @@ def validate_results(data: dict) -> list[str]:
     return problems
 
 
-SETUP_SH = """#!/usr/bin/env bash
-# Gradescope runs this once, as root, when it builds the autograder image.
-set -euo pipefail
-if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
-    apt-get update && apt-get install -y python3 python3-pip
-fi
-# The image holds nothing but this autograder, so installing into the system Python
-# is fine; newer Ubuntu images refuse that (PEP 668) unless told.
-export PIP_BREAK_SYSTEM_PACKAGES=1
-# PyTorch's CPU-only wheels: Gradescope has no GPU, and PyPI's Linux wheel is a multi-GB
-# CUDA build. constraints.txt's torch==X matches X+cpu, which is preferred.
-python3 -m pip install --extra-index-url https://download.pytorch.org/whl/cpu \\
-    -c /autograder/source/constraints.txt /autograder/source/
-# Hidden checks are for instructors only.
-chmod -R o= /autograder/source
-"""
+def learner_results(standing, assignment, execution_time: float,
+                    failures: list[tuple[str, str]] = ()) -> dict:
+    """results.json from a learner's standing (grader/standing.py): the counted file of
+    each lesson, its checks at the assignment's points, the late penalties and overrides
+    as their own entries, and the standing's total as the score."""
+    from grader.standing import at_assignment_points
 
-RUN_AUTOGRADER = """#!/usr/bin/env bash
-# Gradescope runs this for each submission. AUTOGRADER_ROOT and PYTHON let a test run
-# it in a temporary folder; there it also needs PYTHONPATH=$AUTOGRADER_ROOT/source
-# (on Gradescope setup.sh's pip install makes the grader importable).
-ROOT="${AUTOGRADER_ROOT:-/autograder}"
-cd "$ROOT"
-exec "${PYTHON:-python3}" -m grader.gradescope run "$ROOT"
-"""
-
-_SOURCE_FILES = ("pyproject.toml", "constraints.txt", "README.md")
+    reports, notes = [], []
+    for lesson, part in standing.lessons.items():
+        if part.counted is not None and part.counted.report.get("status") == "graded":
+            reports.append(at_assignment_points(part.counted.report, assignment))
+        if part.note:
+            notes.append(f"{lesson}: {part.note}")
+    ungradable = [(f.name, "; ".join(f.report.get("notices", []))) for f in standing.files
+                  if f.report.get("status") != "graded"]
+    adjustments = [(f"{lesson} · late penalty", -part.penalty,
+                    f"{part.counted.name}: {part.lateness.describe(assignment.late)}")
+                   for lesson, part in standing.lessons.items() if part.penalty]
+    adjustments += [(f"{a['target']} · adjusted by your instructor", round(a["after"] - a["before"], 2),
+                     f"{a['change']}: {a['reason']}") for a in standing.audit]
+    return results_json(reports, execution_time, ungradable, assignment.visibility, failures,
+                        adjustments, notes, score=standing.total)
 
 
-def build_autograder_zip(out_zip: Path, course_root: Path) -> Path:
-    """Write the Gradescope autograder zip: setup.sh, run_autograder and source/."""
-    course_root, out_zip = Path(course_root), Path(out_zip)
-    entries: dict[str, bytes] = {"setup.sh": SETUP_SH.encode(), "run_autograder": RUN_AUTOGRADER.encode()}
-    for name in _SOURCE_FILES:
-        entries[f"source/{name}"] = (course_root / name).read_bytes()
-    for path in sorted((course_root / "grader").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            entries[f"source/{path.relative_to(course_root).as_posix()}"] = path.read_bytes()
-    for path in sorted((course_root / "notebooks").glob("*.ipynb")):
-        entries[f"source/notebooks/{path.name}"] = path.read_bytes()
-    out_zip.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_zip.with_name(out_zip.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in sorted(entries.items()):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # same input, same zip
-            executable = name in ("setup.sh", "run_autograder")
-            info.external_attr = (0o100755 if executable else 0o100644) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, data)
-    tmp.replace(out_zip)
-    return out_zip
-
-
-def run(root: Path) -> int:
+def run(root: Path, assignment_id: str | None = None) -> int:
     """Grade ROOT/submission/**/*.ipynb; always write ROOT/results/results.json."""
     root, start = Path(root), time.monotonic()
     out = root / "results" / "results.json"
-    ungradable: list[tuple[str, str]] = []
     failures: list[tuple[str, str]] = []
     try:
         from grader.config import GraderConfig
-        from grader.grade import grade
+        from grader.grade import grade, guess_lesson
         from grader.notebook import NotebookError
+        from grader.standing import ClassSetup, Submitted, standings
 
         submission = root / "submission"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -210,33 +193,25 @@ def run(root: Path) -> int:
         # checks, the other uploaded files, or the results being written.
         config = GraderConfig(course_root=root / "source", hidden_paths=tuple(
             str(p) for p in (root / "source", submission, out.parent)))
+        setup, upload_time = _setup(root, config, assignment_id)
         files = sorted(p for p in submission.rglob("*.ipynb") if p.is_file() and not any(
             part.startswith((".", "__MACOSX")) for part in p.relative_to(submission).parts))
-        best: dict[str, tuple[Report, str]] = {}
-        files_of: dict[str, list[str]] = {}
+        graded = []
         for path in files:
             name = path.relative_to(submission).as_posix()
             try:
-                report = grade(path, config)
+                data = grade(path, config).to_dict()
+                print(f"graded {name}: {data['lesson']} {data['score']:g}/{data['max_score']:g}")
             except NotebookError as exc:
-                ungradable.append((name, str(exc).replace(str(path), name)))
-                continue
+                data = Report(guess_lesson(path, config), [], [str(exc).replace(str(path), name)],
+                              status="ungradable").to_dict()
             except Exception as exc:  # noqa: BLE001 - grade the other files, then fail loudly
                 traceback.print_exc()  # stdout/stderr reach the instructor only
                 failures.append((name, type(exc).__name__))
                 continue
-            print(f"graded {name}: {report.lesson} {report.score:g}/{report.max_score:g}")
-            # Two files for one lesson must not count twice: keep the better one.
-            files_of.setdefault(report.lesson, []).append(name)
-            if report.lesson not in best or report.score > best[report.lesson][0].score:
-                best[report.lesson] = (report, name)
-        reports = []
-        for lesson, (report, name) in sorted(best.items()):
-            if len(files_of[lesson]) > 1:
-                report.notices.append(f"this lesson was in {len(files_of[lesson])} files "
-                                      f"({', '.join(files_of[lesson])}); {name} scored best and counts.")
-            reports.append(report)
-        data = results_json(reports, time.monotonic() - start, ungradable, failures=failures)
+            graded.append(Submitted("submission", name, data, submitted=_submitted_at(name, path, upload_time)))
+        [standing] = standings(graded, setup)
+        data = learner_results(standing, setup.assignment, time.monotonic() - start, failures)
     except Exception as exc:  # noqa: BLE001 - a learner must never be left without a result
         traceback.print_exc()
         failures.append(("autograder", type(exc).__name__))
@@ -245,7 +220,39 @@ def run(root: Path) -> int:
     return 1 if failures else 0
 
 
+def _setup(root: Path, config, assignment_id: str | None):
+    """The assignment to grade against, the submitter (for extensions) and the upload time,
+    from the zip's assignments.toml and Gradescope's submission_metadata.json."""
+    from grader.assignments import load_assignment, native_points, parse_time, whole_course
+    from grader.roster import Roster, Student
+    from grader.standing import ClassSetup
+
+    native = native_points(config.course_root)
+    assignment = (load_assignment(config.course_root / ASSIGNMENTS, assignment_id, native)
+                  if assignment_id else whole_course(native))
+    try:
+        metadata = json.loads((root / "submission_metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metadata = {}
+    users = metadata.get("users") or [{}]
+    roster = Roster([Student("submission", str(users[0].get("id", "")), str(users[0].get("name", "")),
+                             str(users[0].get("email", "")))])
+    created = metadata.get("created_at")
+    upload_time = parse_time(created, "UTC", "submission_metadata.json created_at") if created else None
+    return ClassSetup(assignment, roster), upload_time
+
+
+def _submitted_at(name: str, path: Path, upload_time):
+    """Every file of one upload shares its upload time; without metadata, the file's own."""
+    from grader.submission_times import SubmittedAt, submitted_at
+
+    if upload_time is not None:
+        return SubmittedAt(upload_time, "Gradescope upload time")
+    return submitted_at(name, path, {})
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "run":
-        sys.exit("usage: python -m grader.gradescope run AUTOGRADER_ROOT")
-    sys.exit(run(Path(sys.argv[2])))
+    args = sys.argv[1:]
+    if len(args) not in (2, 4) or args[0] != "run" or (len(args) == 4 and args[2] != "--assignment"):
+        sys.exit("usage: python -m grader.gradescope run AUTOGRADER_ROOT [--assignment ID]")
+    sys.exit(run(Path(args[1]), args[3] if len(args) == 4 else None))

@@ -12,8 +12,9 @@ import time
 import nbformat
 import pytest
 
-from conftest import NOTEBOOKS, ROOT, SOLUTIONS, run_grader
+from conftest import NOTEBOOKS, ROOT, SOLUTIONS, lesson_ids, run_grader
 from grader.gradescope import validate_results
+from grader.runner import check_points
 from grading_fixtures import path_for, FIXTURES
 
 pytestmark = pytest.mark.slow
@@ -86,6 +87,13 @@ def test_every_learner_gets_one_row_with_a_clear_status(graded):
     assert rows["gus"]["total"] == "10"
     assert rows["hal"]["03_loss_scaling/has_overflow"] == "0" and rows["hal"]["total"] == "7"
     assert rows["ivy"]["03_loss_scaling/unscale_gradients"] == "0"
+    # A duplicated, deleted or markdown-ified exercise cell: its own status, and the notes say what happened.
+    assert rows["gus"]["status"] == rows["hal"]["status"] == rows["ivy"]["status"] == "cells-changed"
+    assert "found 2 exercise cells; graded the last one" in rows["gus"]["notes"]
+    assert "no exercise cell for has_overflow was found" in rows["hal"]["notes"]
+    assert "back to a code cell" in rows["ivy"]["notes"]
+    course = sum(sum(check_points(lesson).values()) for lesson in lesson_ids())
+    assert rows["ada"]["max_total"] == rows["bob"]["max_total"] == f"{course:g}"  # the course's, not the batch's
     assert rows["jon"]["03_loss_scaling/scale_gradients"] == "0" and rows["jon"]["total"] == "6"
 
 
