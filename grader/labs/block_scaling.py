@@ -136,7 +136,7 @@ def nvfp4_quantize(x: torch.Tensor, round_e2m1: Rounder, block: int = 16):
     blocks = x.float().reshape(rows, cols // block, block)
     amax = float(x.abs().max())
     tensor_scale = torch.tensor(448.0 * E2M1_MAX / amax if amax > 0 else 1.0, dtype=torch.float32)
-    block_amax = blocks.abs().amax(dim=-1, keepdim=True)
+    block_amax = torch.amax(blocks.abs(), dim=-1, keepdim=True)
     decode = (block_amax * (tensor_scale / E2M1_MAX)).clamp(max=448.0).to(torch.float8_e4m3fn)
     encode = 1.0 / (decode.float() * (1.0 / tensor_scale))
     encode = torch.where(torch.isfinite(encode), encode, torch.zeros_like(encode))  # empty blocks
