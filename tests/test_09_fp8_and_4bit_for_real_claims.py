@@ -5,7 +5,8 @@ claims are checked exactly. The scaled matmuls and the training runs are not
 bit-identical across instruction sets and thread counts, so their printed
 figures (one decimal of a percentage, a verdict) are asserted here with room
 to spare. The demos use the solution's own `round_to_e2m1` and `mx_quantize`,
-taken from the solution notebook's exercise cell.
+taken from the solution notebook's exercise cell. The last tests read the
+lesson's self-check tables for a stub, a wrong answer and the solution.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from conftest import SOLUTIONS
 from grader.labs import block_scaling as bs
 from grader.labs import fp8_recipes as recipes
 from grader.notebook import EXERCISE_TAG, has_tag
+from grader.selfcheck.microscaling import check_microscaling
 
 LESSON = "09_fp8_and_4bit_for_real"
 E4M3 = torch.float8_e4m3fn
@@ -225,3 +227,43 @@ def test_the_gpu_path_says_why_it_skips_and_does_not_import_torchao():
     ready, why = recipes.float8_training_status()
     assert not ready and why.startswith("no CUDA device")
     assert "torchao" not in sys.modules
+
+
+# -- the self-check tables ---------------------------------------------------------------------
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError("Exercise 9.1: mx_quantize")
+
+
+def _truncating_e2m1(x):
+    mag = x.abs().clamp(max=6.0)
+    step = torch.where(mag < 2, 0.5, torch.where(mag < 4, 1.0, 2.0))
+    return torch.copysign(torch.floor(mag / step) * step, x)
+
+
+def _ceil_mx(x, elem_format, block=32):
+    emax = {"e4m3": 8, "e5m2": 15, "e2m1": 2}[elem_format]
+    blocks = x.reshape(*x.shape[:-1], -1, block)
+    amax = blocks.abs().amax(dim=-1, keepdim=True)
+    e = torch.where(amax > 0, torch.ceil(torch.log2(amax.clamp(min=1e-45))) - emax, -127.0).clamp(-127, 127)
+    scales = (e + 127).to(torch.uint8).view(torch.float8_e8m0fnu).squeeze(-1)
+    return scales, (blocks / torch.exp2(e)).clamp(-448, 448).to(torch.float8_e4m3fn).float().reshape(x.shape)
+
+
+def test_self_check_reports_stubs_as_not_implemented_yet(capsys):
+    check_microscaling(stub, stub)
+    out = capsys.readouterr().out
+    assert out.count("not implemented yet") == 2 and "Traceback" not in out
+
+
+def test_self_check_fails_wrong_answers_with_a_likely_cause(capsys):
+    check_microscaling(_truncating_e2m1, _ceil_mx)
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "Likely cause" in out and "half to even" in out
+    assert "E4M3: amax 3 gives 2**(1 - 8), E8M0 code 120" in out and "Traceback" not in out
+
+
+def test_the_lessons_solution_passes_both_self_check_tables(solution, capsys):
+    assert check_microscaling(solution["round_to_e2m1"], solution["mx_quantize"]) is None
+    assert capsys.readouterr().out.count("Result: all passed") == 2
