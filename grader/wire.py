@@ -37,7 +37,7 @@ MAX_DEPTH = 32
 LONG_LIST = 64  # float lists at least this long travel packed
 ARRAY_DTYPES = frozenset({
     "bool", "int8", "int16", "int32", "int64", "uint8",
-    "float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+    "float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu",
 })
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
@@ -169,7 +169,7 @@ def _encode_array(value, att: list):
 
 def _same_width_int(dtype: str):
     import torch
-    width = {"bool": 1, "int8": 1, "uint8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    width = {"bool": 1, "int8": 1, "uint8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e8m0fnu": 1,
              "int16": 2, "float16": 2, "bfloat16": 2,
              "int32": 4, "float32": 4, "int64": 8, "float64": 8}[dtype]
     return {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width]

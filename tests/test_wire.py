@@ -115,3 +115,10 @@ def test_truncated_messages_are_refused():
 
 def test_refs_are_only_accepted_in_requests():
     assert isinstance(wire.loads(_message(b'{"$ref": "model"}'), allow_refs=True), wire.Ref)
+
+
+def test_e8m0_scales_travel_bit_for_bit():
+    codes = torch.tensor([0, 1, 120, 127, 254, 255], dtype=torch.uint8)
+    back = wire.loads(wire.dumps(codes.view(torch.float8_e8m0fnu)))
+    assert back.dtype == torch.float8_e8m0fnu
+    assert torch.equal(back.view(torch.uint8), codes)
