@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from hypothesis import strategies as st
 
-from grader.checkkit import CheckFailed, draw, exercise, render
+from grader.checkkit import CheckFailed, draw, exercise, render, same
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 BITS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
@@ -62,17 +62,18 @@ def _gloo_group_run(n: int, inputs: list[list[torch.Tensor]]) -> list[torch.Tens
     return results[0]
 
 
-def ring_model(tensors, dtype, start=-1, step=-1, chunk=None, cast_first=True):
+def ring_model(tensors, dtype, start=-1, step=-1, chunk=None, cast_first=True, round_each=True):
     """gloo's ring as a formula, with knobs that reproduce common mistakes (for diagnosis)."""
     xs = [t.to(dtype) if cast_first else t.float() for t in tensors]
     n, length = len(xs), xs[0].numel()
     out = torch.empty(length, dtype=dtype)
     size = chunk(length, n) if chunk else 2 * math.ceil(length / (2 * n))
+    hop_dtype = dtype if round_each else torch.float32
     for c in range(n):
         lo, hi = min(c * size, length), min((c + 1) * size, length)
         total = xs[(c + start) % n][lo:hi]
         for k in range(1, n):
-            total = (total.float() + xs[(c + start + k * step) % n][lo:hi].float()).to(dtype)
+            total = (total.float() + xs[(c + start + k * step) % n][lo:hi].float()).to(hop_dtype)
         out[lo:hi] = total.to(dtype)
     return out
 
@@ -125,8 +126,8 @@ def first_difference(expected: torch.Tensor, got: torch.Tensor) -> int:
 
 MISTAKES = [
     ("ranks added in rank order 0, 1, ..., n-1 in every chunk", lambda t, d: sequential_model(t, d)),
-    ("one rounding at the end: the sum was accumulated in float32 and rounded once",
-     lambda t, d: torch.stack([x.to(d).float() for x in t]).sum(0).to(d)),
+    ("one rounding at the end: the sum was accumulated in float32 and rounded once; gloo rounds "
+     "after every addition", lambda t, d: ring_model(t, d, round_each=False)),
     ("chunks of ceil(L / n) elements (torch.chunk); gloo cuts 2n segments of ceil(L / 2n) and "
      "gives each chunk two of them", lambda t, d: ring_model(t, d, chunk=lambda L, n: math.ceil(L / n))),
     ("chunk c starts at rank c and goes up; it starts at rank (c - 1) % n and goes down",
@@ -138,6 +139,16 @@ MISTAKES = [
     ("the ranks' tensors were not cast to dtype before adding: every rank sends dtype values",
      lambda t, d: ring_model(t, d, cast_first=False)),
 ]
+
+
+def diagnose_all(failures: list[tuple]) -> str:
+    """The one mistake that explains every failing (tensors, dtype, got) case, if there is one."""
+    tensors, dtype, got = failures[0]
+    if all(isinstance(g, torch.Tensor) and g.dtype == d and g.shape == t[0].shape for t, d, g in failures):
+        for cause, model in MISTAKES:
+            if all(same_bits(model(t, d), g) for t, d, g in failures):
+                return cause
+    return diagnose(tensors, dtype, got)
 
 
 def diagnose(tensors, dtype, got) -> str:
@@ -214,18 +225,22 @@ def _ring_cases(learner, cases, checked: str) -> None:
     learner.run(REDUCE_DRIVER)
     outcomes = learner.map("__grader_10_reduce", [(t, name, "ring") for t, name in cases])
     expected = gloo_all_reduce(cases)
+    failures = []
     for (tensors, name), exp, out in zip(cases, expected, outcomes):
         if not out.ok:
             raise out.raised
-        if same_bits(exp, out.value):
-            continue
-        got = out.value
-        comparable = isinstance(got, torch.Tensor) and got.dtype == exp.dtype and got.shape == exp.shape
-        i = first_difference(exp, got) if comparable else None
-        shown_exp = float(exp[i]) if i is not None else f"a torch.{name} tensor of shape {tuple(exp.shape)}"
-        shown_got = float(got[i]) if i is not None else got
-        raise CheckFailed(checked, describe(tensors, name, i), shown_exp, shown_got,
-                          cause=diagnose(tensors, DTYPES[name], got))
+        if not same_bits(exp, out.value):
+            failures.append((tensors, name, exp, out.value))
+    if not failures:
+        return
+    tensors, name, exp, got = failures[0]
+    comparable = isinstance(got, torch.Tensor) and got.dtype == exp.dtype and got.shape == exp.shape
+    i = first_difference(exp, got) if comparable else None
+    shown_exp = float(exp[i]) if i is not None else f"a torch.{name} tensor of shape {tuple(exp.shape)}"
+    shown_got = float(got[i]) if i is not None else got
+    cause = diagnose_all([(t, DTYPES[nm], g) for t, nm, _, g in failures])
+    raise CheckFailed(checked, describe(tensors, name, i) + f" ({len(failures)} of {len(cases)} cases differ)",
+                      shown_exp, shown_got, cause=cause)
 
 
 @exercise("simulated_all_reduce", points=2)
@@ -366,8 +381,10 @@ def gradscaler_rank_run(state: dict, rank_steps: list, global_found: list[bool])
     out = []
     for shards, found in zip(rank_steps, global_found):
         grads = [torch.tensor(g, dtype=torch.float32) for g in shards]
-        scaler.unscale_(ParamGroups(grads))
-        scaler.unscale_(ParamGroups([torch.tensor([math.inf if found else 0.0])]))
+        # Both stand-ins stay alive until update(): GradScaler keys its state by id(optimizer).
+        mine, shared = ParamGroups(grads), ParamGroups([torch.tensor([math.inf if found else 0.0])])
+        scaler.unscale_(mine)
+        scaler.unscale_(shared)
         unscaled = [[float(v) for v in g] for g in grads]
         scaler.update()
         out.append((unscaled, scaler.state_dict()))
@@ -393,6 +410,35 @@ def same_values(expected: list[float], got) -> bool:
         return False
     return all((math.isnan(e) and math.isnan(g)) or (e == g and math.copysign(1, e) == math.copysign(1, g))
                for e, g in zip(expected, got[1]))
+
+
+def _calls_shown(calls):
+    """One list per all_reduce call, with each rank's found_inf value; odd arguments as short text."""
+    if not isinstance(calls, list):
+        return calls
+
+    def arg(entry):
+        if type(entry) is tuple and len(entry) == 3:
+            dtype, shape, values = entry
+            if dtype == "torch.float32" and list(shape) == [1]:
+                return values[0]
+            return f"{str(dtype).removeprefix('torch.')} tensor of shape {list(shape)}"
+        return f"a {entry}, not a tensor"
+
+    return [[arg(e) for e in call] if isinstance(call, list) else call for call in calls]
+
+
+def calls_cause(want: list, shown) -> str:
+    if not isinstance(shown, list) or len(shown) != 1:
+        return ("call all_reduce exactly once per step, with all N found_inf tensors in one list, and "
+                "use the sums it returns; one call per rank or per gradient is N collectives where one will do")
+    call = shown[0]
+    if not isinstance(call, list) or len(call) != len(want[0]) or not all(
+            type(e) is tuple and e[0] == "torch.float32" and list(e[1]) == [1] for e in call):
+        return "pass a list of N float32 tensors of shape (1,), one per rank, in rank order"
+    return ("a rank's found_inf is 1.0 exactly when one of its shards, as passed in, holds an inf or NaN. "
+            "Check before unscaling: GradScaler looks at the scaled gradients, so a finite gradient that "
+            "overflows when multiplied by 1 / scale (scale < 1) does not count")
 
 
 def _state_text(state: dict) -> str:
@@ -442,12 +488,12 @@ def compare_scaler_runs(cases: list, runs, checked: str, what: tuple = ("stepped
         for k, (exp, got) in enumerate(zip(expected, run)):
             case = (f"{n} rank(s), starting from {render(state)}; steps: {_steps_text(steps, k)}. Step {k} "
                     f"is the first that differs; before it every rank had {_state_text(before)}.")
-            if "stepped" in what and got["stepped"] != exp["stepped"]:
+            if "stepped" in what and not same(exp["stepped"], got["stepped"]):
                 raise CheckFailed(checked + " (stepped)", case, exp["stepped"], got["stepped"],
                                   cause=scaler_cause(exp, got, before, 0))
-            if "states" in what and got["states"] != exp["states"]:
+            if "states" in what and not same(exp["states"], got["states"]):
                 bad = next((r for r in range(n) if not isinstance(got["states"], list) or r >= len(got["states"])
-                            or got["states"][r] != exp["states"][r]), 0)
+                            or not same(exp["states"][r], got["states"][r])), 0)
                 shown = got["states"][bad] if isinstance(got["states"], list) and bad < len(got["states"]) \
                     else got["states"]
                 raise CheckFailed(f"{checked} (new_states[{bad}])", case, exp["states"][bad], shown,
@@ -470,16 +516,26 @@ def compare_scaler_runs(cases: list, runs, checked: str, what: tuple = ("stepped
                     raise CheckFailed("the gradient tensors passed in are not modified", case, "unchanged",
                                       "modified", cause="return new tensors (g * inv_scale), not g.mul_(...)")
             if "calls" in what:
-                shown = [[(d, s, v) for d, s, v in call] if isinstance(call, list) else call
-                         for call in got["calls"]]
+                shown = got["calls"]
                 want = [[("torch.float32", [1], [f]) for f in exp["local_found"]]]
                 if shown != want:
                     raise CheckFailed("all_reduce is called exactly once per step, with each rank's found_inf",
-                                      case, render(want), render(shown),
-                                      cause="build found_inf per rank: torch.tensor([1.0]) if any of its shards "
-                                            "holds an inf or NaN, else torch.tensor([0.0]); pass the n of them "
-                                            "to all_reduce in one call, and use the sums it returns")
+                                      case + " Shown: one list per all_reduce call, of each rank's found_inf.",
+                                      _calls_shown(want), _calls_shown(shown), cause=calls_cause(want, shown))
             before = exp["states"][0]
+
+
+def single_steps(cases: list) -> list:
+    """Each step of each case on its own, starting from GradScaler's state before it.
+
+    The unscale and all_reduce checks use these, so that a wrong scale update in
+    an earlier step does not show up again as a wrong unscale.
+    """
+    out = []
+    for n, state, steps in cases:
+        before = [state] + [exp["states"][0] for exp in expected_run(n, state, steps)][:-1]
+        out += [(n, start, [step]) for start, step in zip(before, steps)]
+    return out
 
 
 def run_scaler(learner, cases):
@@ -525,7 +581,8 @@ def _worked_cases() -> list:
 scaler_specs = st.tuples(
     st.integers(min_value=1, max_value=5),
     st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=3),
-    st.sampled_from([65536.0, 1024.0, 3.0, 0.1, 1e-3, 2.0**120, 1000.1]),
+    # scales as a GradScaler state_dict holds them: float32 values
+    st.sampled_from([float(np.float32(v)) for v in (65536.0, 1024.0, 3.0, 0.1, 1e-3, 2.0**120, 1000.1)]),
     st.sampled_from([2.0, 1.5, 3.7]), st.sampled_from([0.5, 0.3, 0.999]),
     st.integers(min_value=1, max_value=5),
     st.sampled_from([0.0, 0.1, 0.3, 0.7]),
@@ -561,7 +618,7 @@ def test_ranks_stay_in_lockstep_on_drawn_runs(learner, seed):
 @exercise("sharded_scaler_step", points=2)
 def test_unscaled_gradients_match_gradscaler_bit_for_bit(learner, seed):
     """Each rank's gradients are multiplied by float32(1/scale), like GradScaler.unscale_; inputs kept."""
-    cases = _worked_cases() + _drawn_cases(seed, 10, "10.unscale")
+    cases = single_steps(_worked_cases() + _drawn_cases(seed, 10, "10.unscale"))
     compare_scaler_runs(cases, run_scaler(learner, cases), "unscaled gradients match GradScaler.unscale_",
                         what=("unscaled",))
 
@@ -569,5 +626,5 @@ def test_unscaled_gradients_match_gradscaler_bit_for_bit(learner, seed):
 @exercise("sharded_scaler_step", points=1)
 def test_found_inf_goes_through_one_all_reduce_per_step(learner, seed):
     """all_reduce is called once per step with one float32 found_inf of shape (1,) per rank."""
-    cases = _worked_cases() + _drawn_cases(seed, 6, "10.calls")
+    cases = single_steps(_worked_cases() + _drawn_cases(seed, 6, "10.calls"))
     compare_scaler_runs(cases, run_scaler(learner, cases), "all_reduce use", what=("calls",))
