@@ -124,7 +124,7 @@ def test_reduction_errors_print_stably_and_grow_with_world_size(checks):
 
 @pytest.fixture(scope="module")
 def policy_runs():
-    return distributed.launch(2, experiments.fsdp_policies, steps=20)[0]
+    return distributed.launch(2, experiments.fsdp_policies, steps=15)[0]
 
 
 def _rel(a, b) -> float:

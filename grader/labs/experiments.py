@@ -146,7 +146,7 @@ def recording_collectives(log: list):
             setattr(dist, name, fn)
 
 
-def fsdp_policies(steps: int = 20, lr: float = 1e-2) -> dict:
+def fsdp_policies(steps: int = 15, lr: float = 1e-2) -> dict:
     """Train the same MLP under each MixedPrecisionPolicy; report losses, dtypes and traffic.
 
     Each rank trains on one fixed batch of its own, so the loss falls smoothly. The
@@ -204,7 +204,7 @@ def fsdp_memory(world_sizes=(1, 2, 3, 4), width: int = 256, policy: dict | None 
     for n, group in _subgroups(world_sizes):
         if group is None:
             continue
-        model = shard(make_mlp(width=width, inputs=width), policy, DeviceMesh.from_group(group, "cpu"))
+        model = shard(make_mlp(width=width, inputs=width), policy, DeviceMesh.from_group(group, device().type))
         unsharded = []
 
         def look(module, args):
