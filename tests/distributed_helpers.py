@@ -6,6 +6,7 @@ function defined inside a test file would drag pytest's test module along.
 
 import time
 
+import torch
 import torch.distributed as dist
 
 
@@ -23,3 +24,7 @@ def sleep_on(rank: int, seconds: float) -> int:
     if dist.get_rank() == rank:
         time.sleep(seconds)
     return dist.get_rank()
+
+
+def rank_tensor() -> torch.Tensor:
+    return torch.full((3,), float(dist.get_rank()))

@@ -48,6 +48,11 @@ def test_launch_returns_one_result_per_rank_in_rank_order():
     assert distributed.launch(3, distributed_helpers.rank_and_size) == [(0, 3), (1, 3), (2, 3)]
 
 
+def test_tensors_come_back_by_value():
+    results = distributed.launch(2, distributed_helpers.rank_tensor)
+    assert [r.tolist() for r in results] == [[0.0] * 3, [1.0] * 3]
+
+
 def test_a_rank_that_raises_is_named_with_its_exception_and_the_others_are_stopped():
     start = time.monotonic()
     with pytest.raises(distributed.RankFailed, match=r"rank 1 of 3 raised ValueError: rank 1 gives up"):

@@ -36,6 +36,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -107,11 +108,14 @@ def _rank_main(fn, rank: int, world_size: int, store_file: str, timeout_s: float
         dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank,
                                 world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
-        result = fn(**kwargs)
-        conn.send(("ok", result))
+        # Plain pickle, not multiprocessing's: it sends a tensor by value, where
+        # multiprocessing would share its memory with a process about to exit.
+        message = pickle.dumps(("ok", fn(**kwargs)))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the notebook
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        conn.send(("error", f"{type(exc).__name__}: {exc}", text))
+        message = pickle.dumps(("error", f"{type(exc).__name__}: {exc}", text))
+    try:
+        conn.send_bytes(message)
     finally:
         conn.close()
         if dist.is_initialized():
@@ -133,8 +137,8 @@ def launch(world_size: int, fn, timeout: float = 60.0, **kwargs) -> list:
     """Run `fn(**kwargs)` on `world_size` ranks of a gloo process group; return the results.
 
     The result list is indexed by rank. `fn` must be a top-level function of an
-    importable module, and its keyword arguments and results plain picklable data
-    (numbers, strings, lists, dicts; tensors are better sent as lists).
+    importable module, and its keyword arguments and results picklable (numbers,
+    strings, lists, dicts, CPU tensors).
     Raises RankFailed if a rank raises, dies, or has not finished after `timeout` seconds.
     """
     if not isinstance(world_size, int) or not 1 <= world_size <= 64:
@@ -169,7 +173,7 @@ def launch(world_size: int, fn, timeout: float = 60.0, **kwargs) -> list:
                 for pipe in ready:
                     rank = waiting.pop(pipe)
                     try:
-                        message = pipe.recv()
+                        message = pickle.loads(pipe.recv_bytes())
                     except EOFError:
                         code = processes[rank].exitcode
                         raise RankFailed(f"rank {rank} of {world_size} exited (code {code}) without "
