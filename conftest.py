@@ -8,7 +8,7 @@ in SPREAD, and the lesson claim tests, hold slow, independent items and are
 dealt out one item at a time instead.
 """
 
-SPREAD = ("tests/test_portability.py", "tests/test_lessons.py", "tests/test_learner_notebooks_run.py",
+SPREAD = ("tests/test_portability.py", "tests/test_learner_notebooks_run.py",
           "tests/test_grading_fixtures.py")
 
 

@@ -1,11 +1,13 @@
 """Every lesson follows the outline, and its two versions get the two reference grades."""
 
+import json
 import re
+import shutil
 
 import nbformat
 import pytest
 
-from conftest import NOTEBOOKS, SOLUTIONS, grade_to_json, lesson_ids
+from conftest import NOTEBOOKS, SOLUTIONS, lesson_ids, run_grader
 from grader.notebook import EXERCISE_TAG, SELF_CHECK_TAG, SUPPORT_TAG, cell_exercise, has_tag
 from grader.runner import check_points, checks_file
 
@@ -48,12 +50,27 @@ def test_every_exercise_has_a_header_with_points_and_a_self_check_after_it(lesso
     assert check_points(lesson) == headers, "header points must equal the hidden checks' points"
 
 
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every solution and every untouched learner notebook, graded in one class batch:
+    ("solution" | "untouched", lesson) -> report."""
+    folder, out = tmp_path_factory.mktemp("lessons"), tmp_path_factory.mktemp("graded")
+    for who, source in (("solution", SOLUTIONS), ("untouched", NOTEBOOKS)):
+        (folder / who).mkdir()
+        for lesson in lesson_ids():
+            shutil.copy(source / f"{lesson}.ipynb", folder / who / f"{lesson}.ipynb")
+    proc = run_grader("grade-class", str(folder), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {(who, lesson): json.loads((out / "reports" / who / f"{lesson}.json").read_text())
+            for who in ("solution", "untouched") for lesson in lesson_ids()}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", lesson_ids())
-def test_solution_gets_full_marks_and_learner_version_gets_zero(lesson, tmp_path):
-    solution = grade_to_json(SOLUTIONS / f"{lesson}.ipynb", tmp_path)
+def test_solution_gets_full_marks_and_learner_version_gets_zero(lesson, graded):
+    solution = graded["solution", lesson]
     assert solution["score"] == solution["max_score"] > 0, [
         (t["name"], t["message"]) for t in solution["tests"] if t["status"] != "passed"]
-    learner = grade_to_json(NOTEBOOKS / f"{lesson}.ipynb", tmp_path)
-    assert learner["score"] == 0
+    learner = graded["untouched", lesson]
+    assert learner["score"] == 0 and learner["tests"]
     assert all("not implemented yet" in t["message"] for t in learner["tests"])
