@@ -18,6 +18,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
+from grader.escape import markdown_text
 from grader.report import write_atomic
 from grader.results import Report
 
@@ -69,15 +70,15 @@ def results_json(reports: list[Report], execution_time: float,
                                t.max_score, t.status, t.message, visibility))
         parts = ", ".join(f"{ex} {got:g}/{out_of:g}" for ex, (got, out_of) in report.by_exercise().items())
         lines.append(f"- **{report.lesson}**: {report.score:g} / {report.max_score:g} ({parts})")
-        lines.extend(f"  - note: {n}" for n in report.notices)
+        lines.extend(f"  - note: {markdown_text(n)}" for n in report.notices)
     for i, (name, why) in enumerate(ungradable, 1):
         tests.append(_test(f"{name} · could not be graded", f"0.{i}", 0.0, 0.0, "ungradable",
                            why, visibility))
-        lines.append(f"- **{name}**: could not be graded (see below)")
+        lines.append(f"- **{markdown_text(name)}**: could not be graded (see below)")
     for name, kind in failures:
         tests.append(_test(f"{name} · autograder failure", None, 0.0, 0.0, "error",
                            f"{FAILED_MESSAGE} ({kind}).", visibility))
-        lines.append(f"- **{name}**: {FAILED_MESSAGE}")
+        lines.append(f"- **{markdown_text(name)}**: {FAILED_MESSAGE}")
     score = round(sum(r.score for r in reports), 6)
     if not lines:
         lines.append("- no notebook (.ipynb) was found in your submission; upload your lesson notebooks.")
