@@ -106,19 +106,20 @@ def json_values(raw: bytes) -> int:
 
 
 def _shape(data) -> tuple[int, int]:
-    """(depth, number of values) of parsed JSON, walked without recursion."""
-    deepest, values, stack = 0, 0, [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        values += 1
-        deepest = max(deepest, depth)
-        if depth > MAX_DEPTH or values > MAX_MODEL_VALUES:
-            break
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
-    return deepest, values
+    """(depth, number of values) of parsed JSON, walked level by level, no recursion;
+    the walk stops as soon as either is over its bound."""
+    level, depth, values = [data], 0, 0
+    while level and depth <= MAX_DEPTH and values <= MAX_MODEL_VALUES:
+        depth += 1
+        values += len(level)
+        below: list = []
+        for value in level:
+            if type(value) is dict:
+                below.extend(value.values())
+            elif type(value) is list:
+                below.extend(value)
+        level = below
+    return depth, values
 
 
 def _nested_or(exc: BaseException) -> str:
