@@ -10,7 +10,7 @@ Each result is written atomically by the process that graded it, as soon as it
 is known, to OUT/reports/<learner>/<file stem>.json. A re-run skips every
 submission whose file hash and grader version (and hidden-check hash) match its
 report, so a batch killed halfway is completed by running it again, with every
-result present exactly once; reports of files no longer submitted are removed.
+result present exactly once; outputs of files no longer submitted move to OUT/stale/.
 The gradebook, Gradescope files and review pages are rebuilt from the reports
 at the end.
 """
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from grader import __version__
 from grader.config import GraderConfig
-from grader.intake import kept_apart, kind_problem, learner_ids, safe_name, shown, size_problem
+from grader.intake import (kept_apart, kind_problem, learner_ids, notebooks_in, safe_name, shown,
+                           size_problem, skipped)
 from grader.pool import enter_pool_process, kill_pool, sigint_held
 from grader.progress import Progress
 from grader.receipt import checks_sha256, file_sha256
@@ -62,11 +63,11 @@ def discover(submissions: Path, max_bytes: int = GraderConfig.max_file_size) -> 
     folder, the entries named *.ipynb do. Folders are walked without following links."""
     found: list[tuple[str, Path, os.stat_result]] = []
     for entry in sorted(os.scandir(submissions), key=lambda e: e.name):
-        if _skipped(entry.name):
+        if skipped(entry.name, SKIP_NAMES):
             continue
         info = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(info.st_mode):
-            found += [(entry.name, path, st) for path, st in _notebooks_in(Path(entry.path))]
+            found += [(entry.name, path, st) for path, st in notebooks_in(Path(entry.path), SKIP_NAMES)]
         else:
             found.append((Path(entry.name).stem, Path(entry.path), info))
     ids = learner_ids([learner for learner, _, _ in found])
@@ -74,20 +75,6 @@ def discover(submissions: Path, max_bytes: int = GraderConfig.max_file_size) -> 
                   or size_problem(info.st_size, max_bytes) or "")
              for learner, path, info in found]
     return _named(items, Path(submissions))
-
-
-def _skipped(name: str) -> bool:
-    return name.startswith(".") or name in SKIP_NAMES
-
-
-def _notebooks_in(folder: Path):
-    for root, dirs, files in os.walk(folder):  # never into a linked folder
-        dirs[:] = sorted(d for d in dirs if not _skipped(d))
-        linked = [d for d in dirs if os.path.islink(os.path.join(root, d))]
-        for name in sorted(files + linked):
-            if name.endswith(".ipynb") and not _skipped(name):
-                path = Path(root) / name
-                yield path, os.lstat(path)
 
 
 def _named(items: list[Item], submissions: Path) -> list[Item]:
@@ -197,15 +184,17 @@ def _run_pool(todo: list[Item], out: Path, config: GraderConfig, jobs: int, prog
     error here) the processes are killed at once, not waited for."""
     chunks, retried, started = _chunks(todo, jobs), set(), time.time()
     while chunks:
-        with sigint_held():  # the processes start with Ctrl-C blocked, then ignore it
-            # Spawned, not forked: the pool's processes start without this process's threads.
-            pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init,
-                                       initargs=(config, os.getpid()))
-            futures = {pool.submit(_grade_chunk, chunk, out): chunk for chunk in chunks}
+        pool = None
         try:
+            with sigint_held():  # the processes start with Ctrl-C blocked, then ignore it
+                # Spawned, not forked: the pool's processes start without this process's threads.
+                pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init,
+                                           initargs=(config, os.getpid()))
+                futures = {pool.submit(_grade_chunk, chunk, out): chunk for chunk in chunks}
             chunks = _collect(futures, out, retried, lambda: progress.update(_written_since(out, started)))
         except BaseException:
-            kill_pool(pool)
+            if pool is not None:
+                kill_pool(pool)
             raise
         pool.shutdown(wait=True)
 
@@ -262,16 +251,20 @@ def _read_reports(items: list[Item], out: Path) -> dict[Item, dict]:
     return reports
 
 
-def _remove_stale(items: list[Item], out: Path) -> int:
-    """Remove what the batch wrote for files no longer submitted: their reports, and
-    the review page and Gradescope folder of learners no longer in the class."""
+def _move_stale(items: list[Item], out: Path) -> int:
+    """Move what the batch wrote for files no longer submitted (their reports, and
+    the review page and Gradescope file of learners no longer in the class) to
+    OUT/stale/, so the live folders hold only what is submitted now and nothing
+    is lost (a folder graded into the wrong --out, say)."""
     reports = {item.report_path(out) for item in items}
     learners = {item.learner for item in items}
     stale = [p for p in (out / "reports").glob("*/*.json") if p not in reports]
     stale += [p for p in (out / "review").glob("*.md") if p.stem not in learners]
     stale += [p for p in (out / "gradescope").glob("*/results.json") if p.parent.name not in learners]
     for path in stale:
-        path.unlink(missing_ok=True)
+        kept = out / "stale" / path.relative_to(out)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, kept)
         if path.parent.parent in (out / "reports", out / "gradescope") and not any(path.parent.iterdir()):
             path.parent.rmdir()
     return len(stale)
@@ -284,7 +277,7 @@ class BatchResult:
     skipped: int
     seconds: float
     reports: dict[Item, dict]
-    removed: int = 0  # stale outputs of files no longer submitted
+    stale: int = 0  # outputs of files no longer submitted, moved to OUT/stale/
 
 
 def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None,
@@ -299,7 +292,7 @@ def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None
     items = discover(submissions, config.max_file_size)
     for stale in (out / "reports").glob("*/.*.tmp"):  # half-written by a killed run; never a result
         stale.unlink(missing_ok=True)
-    removed = _remove_stale(items, out)
+    stale = _move_stale(items, out)
     for item in items:
         if item.problem:  # never opened: its report costs nothing, so it is written every run
             _write(item, out, _refusal(item, config))
@@ -314,4 +307,4 @@ def grade_class(submissions: Path, out: Path, config: GraderConfig | None = None
     from grader.class_outputs import write_class_outputs
     write_class_outputs(items, reports, out)
     return BatchResult(items, len(todo), len(items) - len(todo), time.perf_counter() - start,
-                       reports, removed)
+                       reports, stale)

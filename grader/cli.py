@@ -149,14 +149,16 @@ def _grade_class(args) -> int:
     try:
         result = grade_class(args.submissions, args.out, config, args.jobs)
     except KeyboardInterrupt:
-        print(f"interrupted: every report already written is kept under {terminal(str(args.out))}/reports; "
-              "run the same command again to grade the rest.", file=sys.stderr)
+        print(("\n" if sys.stderr.isatty() else "") + "interrupted: every report already written is kept "
+              f"under {terminal(str(args.out))}/reports; run the same command again to grade the rest.",
+              file=sys.stderr)
         return 130
     ungradable = sum(1 for d in result.reports.values() if d["status"] != "graded")
     print(f"{len(result.items)} submissions: {result.graded} graded now, {result.skipped} unchanged "
           f"since the last run, {ungradable} ungradable; {result.seconds:.1f} s.")
-    if result.removed:
-        print(f"Removed {result.removed} stale outputs of files no longer submitted.")
+    if result.stale:
+        print(f"Moved {result.stale} outputs of files no longer submitted to "
+              f"{terminal(str(args.out / 'stale'))}/.")
     print(f"Gradebook: {terminal(str(args.out / 'gradebook.csv'))}; reports, review pages and "
           f"Gradescope files under {terminal(str(args.out))}/")
     return 0

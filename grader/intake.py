@@ -144,6 +144,33 @@ def hashed(text: str, raw: str, limit: int = MAX_NAME_BYTES) -> str:
     return text.encode("utf-8")[: limit - len(tag)].decode("utf-8", "ignore").rstrip() + tag
 
 
+def skipped(name: str, names: set) -> bool:
+    """Hidden entries and the given names (say `__MACOSX`) are not submissions."""
+    return name.startswith(".") or name in names
+
+
+def notebooks_in(folder: Path, skip: set, max_depth: int = 32) -> list[tuple[Path, os.stat_result]]:
+    """(path, lstat) of each entry named *.ipynb under `folder`, in path order: walked
+    without recursion and without following links (a linked entry is listed, not entered)."""
+    found, stack = [], [(folder, 0)]
+    while stack:
+        here, depth = stack.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue
+        for entry in entries:
+            if skipped(entry.name, skip):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                if depth < max_depth:
+                    stack.append((Path(entry.path), depth + 1))
+            elif entry.name.endswith(".ipynb"):
+                found.append((Path(entry.path), info))
+    return sorted(found, key=lambda pair: pair[0])
+
+
 def learner_ids(raw_names: list[str]) -> dict[str, str]:
     """Each raw learner name's id. Names that differ only in Unicode form are one
     learner; names that would still clash (say `Carol` and `carol`, one folder on

@@ -105,7 +105,7 @@ class _Budget:
 
     def spent(self, what: str, output: str = "") -> WorkerTimeout:
         return WorkerTimeout(f"the submission used up its grading time ({self.seconds:g} s for all "
-                             f"its checks together) before {what} finished", output)
+                             f"its checks together) while {what}", output)
 
 
 class _ExerciseSession:

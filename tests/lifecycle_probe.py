@@ -1,6 +1,6 @@
 """Stop a running `grade-class` as an instructor would, and report what outlived it.
 
-    python tests/lifecycle_probe.py SUBMISSIONS OUT --stop kill|int [--after N] [-- grade-class args]
+    python tests/lifecycle_probe.py SUBMISSIONS OUT --stop kill|int|none [--after N] [-- grade-class args]
 
 This process makes itself a child subreaper (Linux), so every process that
 grade-class started, however deep (pool processes, the resource tracker,
@@ -8,9 +8,10 @@ zygotes, workers, whatever a worker forked), is re-parented to it when its own
 parent dies: listing this process's children then lists exactly the leftovers.
 It starts grade-class in a session of its own, waits until N reports exist,
 then sends SIGKILL to the grader alone (`kill -9 PID`) or SIGINT to its process
-group (Ctrl-C in a terminal), and prints one JSON object: how long the grader
-took to exit, its exit code and stderr, which processes were still alive after
-`--settle` seconds, and which reports were written after the stop.
+group (Ctrl-C in a terminal), or (`none`) lets it finish, and prints one JSON
+object: how long the grader took to exit, its exit code and stderr, which
+processes were still alive `--settle` seconds after it, and which reports were
+written after the stop.
 """
 
 from __future__ import annotations
@@ -76,13 +77,13 @@ def probe(submissions: Path, out: Path, stop: str, after: int, settle: float, ar
     deadline = time.monotonic() + 600
     while len(_reports(out)) < after and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    if proc.poll() is not None:
+    if proc.poll() is not None and stop != "none":
         return {"error": "grade-class ended before the stop", "exit_code": proc.returncode,
                 "stderr": stderr_path.read_text(errors="replace")[-3000:]}
     stopped = time.monotonic()
     if stop == "kill":
         os.kill(proc.pid, signal.SIGKILL)
-    else:
+    elif stop == "int":
         os.killpg(proc.pid, signal.SIGINT)
     code = proc.wait()
     exited = time.monotonic()
@@ -116,7 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("submissions", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--stop", choices=("kill", "int"), required=True)
+    parser.add_argument("--stop", choices=("kill", "int", "none"), required=True)
     parser.add_argument("--after", type=int, default=1, help="stop once this many reports exist")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds leftovers get to exit")
     args, rest = parser.parse_known_args()

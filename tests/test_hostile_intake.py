@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import unicodedata
@@ -13,7 +15,7 @@ import unicodedata
 import nbformat
 import pytest
 
-from conftest import NOTEBOOKS, SOLUTIONS, run_grader
+from conftest import NOTEBOOKS, ROOT, SOLUTIONS, run_grader
 from grader.batch import discover
 from grader.intake import MAX_NAME_BYTES, read_regular, safe_name
 from grader.notebook import NotebookError, read_notebook
@@ -23,6 +25,7 @@ LONG = "l" * 240
 NFC, NFD = unicodedata.normalize("NFC", "josé"), unicodedata.normalize("NFD", "josé")
 
 posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and symlinks")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe uses a subreaper")
 
 
 def _folder(root):
@@ -150,11 +153,15 @@ def test_outputs_are_dropped_before_nbformat_reads_a_submission(tmp_path):
 
 
 @pytest.mark.slow
-@posix_only
+@linux_only
 def test_a_hostile_class_folder_grades_to_a_row_per_learner_and_a_report_per_path(tmp_path):
     subs, out = _folder(tmp_path), tmp_path / "out"
-    proc = run_grader("grade-class", str(subs), "--out", str(out), "--jobs", "2", "--timeout", "5", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = subprocess.run([sys.executable, str(ROOT / "tests" / "lifecycle_probe.py"), str(subs), str(out),
+                            "--stop", "none", "--after", "1000", "--", "--jobs", "2", "--timeout", "5"],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = json.loads(probe.stdout)
+    assert result["exit_code"] == 0, result["stderr"]
+    assert result["left_running"] == [], "the batch left processes running"
     items = discover(subs)
     for item in items:
         json.loads(item.report_path(out).read_text())
@@ -175,7 +182,8 @@ def test_a_hostile_class_folder_grades_to_a_row_per_learner_and_a_report_per_pat
     (subs / "carol.pdf").unlink()
     shutil.rmtree(subs / "mallory")
     again = run_grader("grade-class", str(subs), "--out", str(out), "--jobs", "2", "--timeout", "5")
-    assert again.returncode == 0 and "Removed 5 stale outputs" in again.stdout, again.stdout
+    assert again.returncode == 0 and "Moved 5 outputs of files no longer submitted" in again.stdout, again.stdout
     assert not (out / "reports" / "mallory").exists() and not (out / "review" / "mallory.md").exists()
-    assert not (out / "gradescope" / "mallory").exists()
+    assert not (out / "gradescope" / "mallory").exists() and (out / "stale" / "review" / "mallory.md").exists()
     assert len(list((out / "reports" / "carol").glob("*.json"))) == 1
+    assert "mallory" not in (out / "gradebook.csv").read_text()
