@@ -261,6 +261,11 @@ class Submission:
         session = self._sessions.get(exercise)
         return session.out_of_time if session else None
 
+    @property
+    def preloads(self) -> set[tuple[str, ...]]:
+        """The modules its workers' zygotes import (say numpy and torch)."""
+        return {session.code.preload for session in self._sessions.values()}
+
     def source(self, exercise: str) -> str:
         """The learner's own code for an exercise ("" when missing)."""
         session = self._sessions.get(exercise)

@@ -19,7 +19,7 @@ import pytest
 from grader.checkkit import CheckFailed
 from grader.learner import ExerciseMissing, LearnerRaised, Submission
 from grader.results import CheckResult
-from grader.sandbox import WorkerFailure
+from grader.sandbox import WorkerFailure, prestart
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
@@ -183,6 +183,8 @@ def run_checks(lesson_id: str, submissions: list[Submission], seed: int
             "-p", "no:unraisableexception", "-p", "no:threadexception",
             "--import-mode=importlib", "-c", str(CHECKS_DIR / "pytest.ini"),
             "--rootdir", str(CHECKS_DIR), "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    if submissions:  # the zygotes import torch while pytest imports the checks (and torch)
+        prestart(set().union(*(s.preloads for s in submissions)), submissions[0].config)
     sink = io.StringIO()
     try:
         with redirect_stdout(sink), redirect_stderr(sink):

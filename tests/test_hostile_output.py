@@ -119,13 +119,14 @@ def test_a_code_block_outgrows_any_fence_inside_the_code():
 
 
 @pytest.mark.parametrize("sink", ["review", "gradescope"])
-def test_file_names_are_text_in_every_markdown_sink(sink):
+@pytest.mark.parametrize("name", ["[full marks](https:evil.example) <img src=x onerror=1>.ipynb",
+                                  "a` [full marks](https:evil.example) <img src=x onerror=1> `.ipynb"])
+def test_file_names_are_text_in_every_markdown_sink(sink, name):
     from grader.gradescope import results_json
-    name = "[10/10](http://evil.example) <img src=x onerror=1>.ipynb"
     if sink == "review":
         item = Item("ada", Path(name), name="a")
         markdown = review_page("ada", [(item, {**_report(), "status": "ungradable"})])
     else:
         markdown = results_json([], 0.0, [(name, "not a notebook")])["output"]
     tags = [tag for tag, _ in _rendered(markdown).tags]
-    assert "a" not in tags and "img" not in tags
+    assert "a" not in tags and "img" not in tags and "script" not in tags
