@@ -173,6 +173,9 @@ def test_a_hostile_class_folder_grades_to_a_row_per_learner_and_a_report_per_pat
     assert "named pipe" in rows["pipe"]["notes"] and "limit" in rows["huge"]["notes"]
     assert rows["carol"]["03_loss_scaling/scale_gradients"] == "4" and "carol.pdf" in rows["carol"]["notes"]
     assert [learner for learner in rows if learner.startswith("'=")], "the formula id is neutralised"
+    with open(out / "gradebook.csv", newline="") as f:
+        cells = [cell for row in csv.reader(f) for cell in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r")) or "\n" in c]
 
     first = (out / "gradebook.csv").read_text()
     again = run_grader("grade-class", str(subs), "--out", str(out), "--jobs", "2", "--timeout", "5")
