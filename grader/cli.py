@@ -14,6 +14,7 @@ from pathlib import Path
 
 from grader import __version__
 from grader.config import GraderConfig
+from grader.escape import terminal
 
 USAGE_ERROR = 2
 
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--lesson", help="the lesson id, if the notebook lost its metadata")
     g.add_argument("--seed", type=int, help="seed for the drawn examples (default: fixed)")
     g.add_argument("--timeout", type=float, help="seconds allowed per check (default 10)")
+    _limits(g)
 
     c = sub.add_parser("grade-class", help="grade a folder of submissions in parallel")
     c.add_argument("submissions", type=Path, help="one notebook or one folder per learner")
@@ -41,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, help="grading processes (default: all cores)")
     c.add_argument("--seed", type=int, help="seed for the drawn examples (default: fixed)")
     c.add_argument("--timeout", type=float, help="seconds allowed per check (default 10)")
-    from grader.classbook import add_arguments  # issue 11: assignments, roster, overrides, times
+    from grader.classbook import add_arguments  # assignments, roster, overrides, submission times
     add_arguments(c)
+    _limits(c)
 
     r = sub.add_parser("regrade", help="grade a submission again from a report's receipt")
     r.add_argument("report", type=Path, help="a JSON report written by grade or grade-class")
@@ -71,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _limits(parser) -> None:
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="seconds for all of one submission's checks together (default 60)")
+    parser.add_argument("--max-file-mb", type=float, metavar="MB",
+                        help="largest submitted file read, in MB (default 20)")
+
+
 def _config(args) -> GraderConfig:
     changes = {}
     if getattr(args, "seed", None) is not None:
@@ -79,6 +89,14 @@ def _config(args) -> GraderConfig:
         if args.timeout <= 0:
             raise _Usage("--timeout must be a positive number of seconds")
         changes["check_timeout"] = args.timeout
+    if getattr(args, "budget", None) is not None:
+        if args.budget <= 0:
+            raise _Usage("--budget must be a positive number of seconds")
+        changes["submission_budget"] = args.budget
+    if getattr(args, "max_file_mb", None) is not None:
+        if args.max_file_mb <= 0:
+            raise _Usage("--max-file-mb must be a positive number of MB")
+        changes["max_file_size"] = int(args.max_file_mb * 2**20)
     return GraderConfig(**changes)
 
 
@@ -101,9 +119,9 @@ def _grade(args) -> int:
     except NotebookError as exc:
         raise _Usage(str(exc)) from None
     except GraderError as exc:
-        print(f"grader: internal error: {exc}", file=sys.stderr)
+        print(f"grader: internal error: {terminal(str(exc))}", file=sys.stderr)
         return 1
-    print(summary(report, str(args.submission)))
+    print(summary(report, str(args.submission)))  # escaped for the terminal
     if args.json:
         write_json(report, args.json)
         print(f"Report written to {args.json}")
@@ -142,18 +160,27 @@ def _grade_class(args) -> int:
         raise _Usage("--out must be outside the submissions folder")
     from grader.batch import discover
     from grader.classbook import SetupError, class_run
-    try:  # issue 11: every option's file is checked before grading starts
+    try:  # every option's file is checked before grading starts, not after an hour of grading
         run = class_run(args, config.course_root, [item.learner for item in discover(args.submissions)])
     except SetupError as exc:
         raise _Usage(str(exc)) from None
-    result = grade_class(args.submissions, args.out, config, args.jobs, setup=run)
+    try:
+        result = grade_class(args.submissions, args.out, config, args.jobs, setup=run)
+    except KeyboardInterrupt:
+        print(("\n" if sys.stderr.isatty() else "") + "interrupted: every report already written is kept "
+              f"under {terminal(str(args.out))}/reports; run the same command again to grade the rest.",
+              file=sys.stderr)
+        return 130
     ungradable = sum(1 for d in result.reports.values() if d["status"] != "graded")
     print(f"{len(result.items)} submissions: {result.graded} graded now, {result.skipped} unchanged "
           f"since the last run, {ungradable} ungradable; {result.seconds:.1f} s.")
+    if result.stale:
+        print(f"Moved {result.stale} outputs of files no longer submitted to "
+              f"{terminal(str(args.out / 'stale'))}/.")
     for line in result.outputs:
-        print(line)
-    print(f"Gradebook: {args.out / 'gradebook.csv'}; grades, reports, review pages, Gradescope files, "
-          f"LMS exports and statistics (stats/index.html) under {args.out}/")
+        print(terminal(line))
+    print(f"Gradebook: {terminal(str(args.out / 'gradebook.csv'))}; grades, reports, review pages, "
+          f"Gradescope files, LMS exports and statistics (stats/index.html) under {terminal(str(args.out))}/")
     return 0
 
 
@@ -164,7 +191,7 @@ def _regrade(args) -> int:
         same, lines = regrade(args.report, args.submission)
     except RegradeError as exc:
         raise _Usage(str(exc)) from None
-    print("\n".join(lines))
+    print(terminal("\n".join(lines)))
     return 0 if same else 1
 
 
@@ -187,7 +214,7 @@ def _gradescope(args) -> int:
         raise _Usage(f"{args.zip}: the output should end in .zip")
     root = GraderConfig().course_root
     assignments = args.assignments or root / "assignments.toml"
-    if args.assignment:  # issue 11: the zip grades one assignment, checked now, not on Gradescope
+    if args.assignment:  # the zip grades one assignment: check it now, not on Gradescope
         try:
             load_assignment(assignments, args.assignment, native_points(root))
         except AssignmentError as exc:
@@ -240,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except _Usage as exc:
-        print(f"python -m grader {args.command}: error: {exc}", file=sys.stderr)
+        print(f"python -m grader {args.command}: error: {terminal(str(exc))}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

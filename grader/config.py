@@ -13,6 +13,8 @@ COURSE_ROOT = Path(__file__).resolve().parent.parent
 class GraderConfig:
     check_timeout: float = field(default=10.0, metadata={"doc": "wall-clock seconds per request to a worker"})
     start_timeout: float = field(default=30.0, metadata={"doc": "seconds for a worker to start and load its imports"})
+    submission_budget: float = field(default=60.0, metadata={"doc": "wall-clock seconds for all of one submission's checks together"})
+    max_file_size: int = field(default=20 * 2**20, metadata={"doc": "largest submitted file read, bytes"})
     load_timeout: float = field(default=10.0, metadata={"doc": "seconds to run a learner's exercise cell"})
     memory_limit: int = field(default=2 * 2**30, metadata={"doc": "worker address-space limit in bytes (RLIMIT_AS)"})
     cpu_seconds: int = field(default=60, metadata={"doc": "worker CPU-time limit in seconds (RLIMIT_CPU)"})

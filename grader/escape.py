@@ -46,12 +46,20 @@ def html(text: str) -> str:
     return _html.escape(terminal(str(text)), quote=True)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# What has a meaning inside a line: code spans, emphasis, links and images, tables,
+# strikethrough, backslash escapes. `_` only where it can open or close emphasis,
+# so `03_loss_scaling.ipynb` stays readable in the raw file.
+_MD_INLINE = re.compile(r"[\\`*\[\]()|~!]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+# What starts a block when it begins a line: a heading, quote, list or rule.
+_MD_BLOCK = re.compile(r"^(\s*)(?:([#>+\-=])|(\d+)([.)]))")
 
 
 def markdown_text(text: str) -> str:
-    """Inline Markdown (a heading, a table cell): no markup, links, HTML or line breaks."""
-    escaped = _MD_SPECIAL.sub(r"\\\1", _html.escape(terminal(str(text)), quote=False))
+    """Inline Markdown (a heading, a table cell, a list item): no markup, links, HTML
+    or line breaks; safe at the start of a line too."""
+    escaped = _MD_INLINE.sub(lambda m: "\\" + m.group(), _html.escape(terminal(str(text)), quote=False))
+    escaped = _MD_BLOCK.sub(lambda m: m.group(1) + ("\\" + m.group(2) if m.group(2)
+                                                    else m.group(3) + "\\" + m.group(4)), escaped)
     return escaped.replace("\n", "<br>")
 
 

@@ -54,7 +54,7 @@ class _Prepared:
 
 
 def _prepare(path: Path, config: GraderConfig, lesson: str | None = None) -> _Prepared:
-    nb = read_notebook(Path(path))
+    nb = read_notebook(Path(path), config.max_file_size, outputs=False)
     official = find_lesson(nb, Path(path), config, lesson)
     return _Prepared(Path(path), official, extract_exercises(nb, official))
 
@@ -90,9 +90,12 @@ def guess_lesson(path: Path, config: GraderConfig) -> str:
 
 
 def _ungradable(path: Path, config: GraderConfig, message: str) -> Report:
+    try:
+        digest = file_sha256(Path(path))
+    except OSError:  # a link, FIFO or device: never read
+        digest = None
     return Report(lesson=guess_lesson(path, config), tests=[], notices=[message], status="ungradable",
-                  receipt={"file_sha256": file_sha256(Path(path)) if Path(path).is_file() else None,
-                           "grader_version": __version__})
+                  receipt={"file_sha256": digest, "grader_version": __version__})
 
 
 def grade_many(paths: list[Path], config: GraderConfig | None = None) -> list[Report]:

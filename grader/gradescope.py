@@ -76,18 +76,18 @@ def results_json(reports: list[Report], execution_time: float,
                                t.max_score, t.status, t.message, visibility))
         parts = ", ".join(f"{ex} {got:g}/{out_of:g}" for ex, (got, out_of) in report.by_exercise().items())
         lines.append(f"- **{report.lesson}**: {report.score:g} / {report.max_score:g} ({parts})")
-        lines.extend(f"  - note: {n}" for n in report.notices)
+        lines.extend(f"  - note: {escape.markdown_text(n)}" for n in report.notices)
     for i, (name, why) in enumerate(ungradable, 1):
         tests.append(_test(f"{name} · could not be graded", f"0.{i}", 0.0, 0.0, "ungradable",
                            why, visibility))
-        lines.append(f"- **{name}**: could not be graded (see below)")
+        lines.append(f"- **{escape.markdown_text(name)}**: could not be graded (see below)")
     for name, points, why in adjustments:
         tests.append(_test(name, None, points, 0.0, "passed" if points >= 0 else "failed", why, visibility))
-        lines.append(f"- **{name}**: {points:+g}")
+        lines.append(f"- **{escape.markdown_text(name)}**: {points:+g}")
     for name, kind in failures:
         tests.append(_test(f"{name} · autograder failure", None, 0.0, 0.0, "error",
                            f"{FAILED_MESSAGE} ({kind}).", visibility))
-        lines.append(f"- **{name}**: {FAILED_MESSAGE}")
+        lines.append(f"- **{escape.markdown_text(name)}**: {FAILED_MESSAGE}")
     lines.extend(f"- note: {escape.markdown_text(note)}" for note in notes)  # file names are the learner's
     if score is None:
         score = round(sum(r.score for r in reports) + sum(p for _, p, _ in adjustments), 6)

@@ -9,14 +9,22 @@ Each exercise gets its own worker, which holds the lesson's support cells and
 that exercise's cell only, so one broken exercise cannot touch another. A
 worker that dies is replaced for the next check, and a cell that fails to load
 fails every check of its exercise at once, without paying its timeout again.
+
+Time is bounded twice. Once a call of an exercise runs out of time, the rest of
+that exercise's checks fail at once with the same status: a looping function
+costs one timeout, not one per check. And a whole submission has a wall-clock
+budget (`submission_budget`), from its first check to its last, which caps
+every wait on its workers: code that sleeps just under the per-check limit on
+every call still costs at most the budget.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from grader.config import GraderConfig
-from grader.sandbox import Worker, WorkerCrashed, WorkerFailure, WorkerMemory
+from grader.sandbox import Worker, WorkerCrashed, WorkerFailure, WorkerMemory, WorkerTimeout
 from grader.wire import Ref
 
 __all__ = ["Learner", "LearnerRaised", "Outcome", "Ref", "ExerciseMissing"]
@@ -75,12 +83,47 @@ class ExerciseCode:
     preload: tuple[str, ...] = ()
 
 
+class _Budget:
+    """One submission's wall-clock budget, started by its first check."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline: float | None = None
+
+    def timeout(self, limit: float, what: str) -> float:
+        """The time a wait may take: `limit`, or less where the budget ends sooner."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.seconds
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.spent(what)
+        return min(limit, left)
+
+    @property
+    def over(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def spent(self, what: str, output: str = "") -> WorkerTimeout:
+        return WorkerTimeout(f"the submission used up its grading time ({self.seconds:g} s for all "
+                             f"its checks together) while {what}", output)
+
+
 class _ExerciseSession:
-    def __init__(self, code: ExerciseCode, config: GraderConfig):
+    def __init__(self, code: ExerciseCode, config: GraderConfig, budget: _Budget):
         self.code = code
         self.config = config
+        self.budget = budget
         self.worker: Worker | None = None
         self.load_failure: BaseException | None = None
+
+    @property
+    def out_of_time(self) -> BaseException | None:
+        """The timeout that ends every remaining check of this exercise, if any."""
+        if isinstance(self.load_failure, WorkerTimeout):
+            return self.load_failure
+        if self.budget.over:
+            return self.budget.spent(f"checking {self.code.name}")
+        return None
 
     def worker_ready(self) -> Worker:
         if self.load_failure is not None:
@@ -90,6 +133,7 @@ class _ExerciseSession:
             raise self.load_failure
         if self.worker is not None and self.worker.alive:
             return self.worker
+        self.budget.timeout(self.config.start_timeout, "starting a worker")  # a spent budget starts none
         self.worker = Worker(self.config, self.code.preload)
         try:
             for i, source in enumerate(self.code.support):
@@ -106,16 +150,30 @@ class _ExerciseSession:
         return self.worker
 
     def _exec(self, source: str, filename: str, what: str) -> None:
-        reply = self.worker.request({"op": "exec", "source": source, "filename": filename},
-                                    self.config.load_timeout, what)
-        _unwrap(reply)
+        _unwrap(self._request(self.worker, {"op": "exec", "source": source, "filename": filename},
+                              self.config.load_timeout, what))
 
     def request(self, message: dict, what: str) -> dict:
         worker = self.worker_ready()
         try:
-            return worker.request(message, self.config.check_timeout, what)
+            return self._request(worker, message, self.config.check_timeout, what)
+        except WorkerTimeout as exc:
+            # The exercise's remaining checks fail at once, with this same status.
+            self.close()
+            self.load_failure = WorkerTimeout(
+                f"{exc.message}; an earlier check of {self.code.name} ran out of time, so its "
+                "remaining checks were not run", exc.output)
+            raise
         except WorkerFailure:
             self.worker = None
+            raise
+
+    def _request(self, worker: Worker, message: dict, limit: float, what: str) -> dict:
+        try:
+            return worker.request(message, self.budget.timeout(limit, what), what)
+        except WorkerTimeout as exc:
+            if self.budget.over:
+                raise self.budget.spent(what, exc.output) from None
             raise
 
     def close(self) -> None:
@@ -192,10 +250,21 @@ class Submission:
 
     def __init__(self, exercises: dict[str, ExerciseCode], config: GraderConfig):
         self.config = config
-        self._sessions = {name: _ExerciseSession(code, config) for name, code in exercises.items()}
+        budget = _Budget(config.submission_budget)
+        self._sessions = {name: _ExerciseSession(code, config, budget) for name, code in exercises.items()}
 
     def learner(self, exercise: str) -> Learner:
         return Learner(self._sessions[exercise])
+
+    def out_of_time(self, exercise: str) -> BaseException | None:
+        """The timeout that ends this exercise's remaining checks at once, if any."""
+        session = self._sessions.get(exercise)
+        return session.out_of_time if session else None
+
+    @property
+    def preloads(self) -> set[tuple[str, ...]]:
+        """The modules its workers' zygotes import (say numpy and torch)."""
+        return {session.code.preload for session in self._sessions.values()}
 
     def source(self, exercise: str) -> str:
         """The learner's own code for an exercise ("" when missing)."""

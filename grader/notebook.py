@@ -9,12 +9,15 @@ self-check changes nothing.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from grader.intake import MAX_FILE_BYTES, RefusedFile, read_regular
 from grader.learner import ExerciseCode
+from grader.wire import skeleton
 
 EXERCISE_TAG = "exercise"
 SUPPORT_TAG = "exercise-support"
@@ -25,13 +28,24 @@ class NotebookError(Exception):
     """A file that cannot be read as a course notebook; the message says why and what to do."""
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
+def read_notebook(path: Path, max_bytes: int = MAX_FILE_BYTES, outputs: bool = True
+                  ) -> nbformat.NotebookNode:
+    """Read a notebook from a regular file of at most `max_bytes`.
+
+    A submission is hostile until read: its size, its number of JSON values and
+    its nesting are bounded before nbformat (whose validation costs far more per
+    value than the JSON parser) sees it. With `outputs=False` the code cells'
+    outputs, which grading never reads, are dropped first.
+    """
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise NotebookError(f"{path}: no such file; check the path.")
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise NotebookError(f"{path}: is a folder, not a notebook; pass the .ipynb file.")
-    raw = path.read_bytes()
+    try:
+        raw = read_regular(path, max_bytes)
+    except RefusedFile as exc:
+        raise NotebookError(f"{path}: {exc}.") from None
     if not raw.strip():
         raise NotebookError(f"{path}: the file is empty; submit the saved notebook (.ipynb).")
     try:
@@ -39,22 +53,84 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     except UnicodeDecodeError:
         raise NotebookError(f"{path}: is a binary file, not a notebook; submit the .ipynb "
                             "file saved from Jupyter.") from None
+    if json_values(raw) > MAX_JSON_VALUES:
+        raise NotebookError(f"{path}: holds more than {MAX_JSON_VALUES:,} JSON values, far more than "
+                            "a course notebook; clear its outputs (Edit > Clear Outputs of All "
+                            "Cells), save it, and submit it again.")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotebookError(f"{path}: is not a notebook (not valid JSON: {exc.msg} at line "
                             f"{exc.lineno}); re-download it from Jupyter with File > Save.") from None
+    except (RecursionError, ValueError) as exc:
+        raise NotebookError(f"{path}: is not a notebook ({_nested_or(exc)}); re-download it "
+                            "from Jupyter with File > Save.") from None
     if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
         raise NotebookError(f"{path}: is JSON but not a notebook (no cells).")
     major = data.get("nbformat")
     if major != 4:
-        raise NotebookError(f"{path}: is notebook format v{major}; this course needs v4. Open it "
-                            "in JupyterLab and save it again, which converts it.")
+        raise NotebookError(f"{path}: is notebook format v{_short(major)}; this course needs v4. "
+                            "Open it in JupyterLab and save it again, which converts it.")
+    if not outputs:
+        for cell in data["cells"] if isinstance(data["cells"], list) else ():
+            if isinstance(cell, dict) and "outputs" in cell:
+                cell["outputs"] = []
+    depth, values = _shape(data)
+    if depth > MAX_DEPTH:
+        raise NotebookError(f"{path}: its JSON is nested more than {MAX_DEPTH} levels deep, which "
+                            "no notebook saved by Jupyter is; re-download it with File > Save.")
+    if values > MAX_MODEL_VALUES:
+        raise NotebookError(f"{path}: its cells and metadata hold more than {MAX_MODEL_VALUES:,} "
+                            "JSON values; remove the bulk (large metadata or attachments) and "
+                            "submit it again.")
     try:
-        nb = nbformat.reads(text, as_version=4)
+        nb = nbformat.reads(text if outputs else json.dumps(data), as_version=4)
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds
-        raise NotebookError(f"{path}: could not be read as a notebook ({exc}).") from None
+        raise NotebookError(f"{path}: could not be read as a notebook ({_short(exc)}).") from None
     return nb
+
+
+# JSON values a notebook may hold: json.loads costs ~0.1 µs each, nbformat's
+# model and validation ~3 µs each, so each bound keeps a crafted file under a
+# second where a 20 MB `[{},{},…]` once took 23 s and 4 GB. The course's own
+# notebooks hold about a thousand values once outputs are dropped.
+MAX_JSON_VALUES = 2_000_000
+MAX_MODEL_VALUES = 200_000
+MAX_DEPTH = 64
+
+
+def json_values(raw: bytes) -> int:
+    """An upper bound on the values in a JSON text, counted before parsing it."""
+    bare = skeleton(raw)
+    return bare.count(b",") + bare.count(b"{") + bare.count(b"[") + 1
+
+
+def _shape(data) -> tuple[int, int]:
+    """(depth, number of values) of parsed JSON, walked level by level, no recursion;
+    the walk stops as soon as either is over its bound."""
+    level, depth, values = [data], 0, 0
+    while level and depth <= MAX_DEPTH and values <= MAX_MODEL_VALUES:
+        depth += 1
+        values += len(level)
+        below: list = []
+        for value in level:
+            if type(value) is dict:
+                below.extend(value.values())
+            elif type(value) is list:
+                below.extend(value)
+        level = below
+    return depth, values
+
+
+def _nested_or(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return f"its JSON is nested more than {MAX_DEPTH} levels deep"
+    return f"not valid JSON: {_short(exc)}"
+
+
+def _short(value, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def lesson_id(nb: nbformat.NotebookNode) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grader
 from grader import isolation
+from grader.intake import sha256_regular
 from grader.learner import ExerciseCode
 from grader.runner import checks_file
 
@@ -37,7 +38,8 @@ def checks_sha256(lesson_id: str) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Hash of a submitted file; raises OSError for a link, FIFO or device (never blocks)."""
+    return sha256_regular(Path(path))
 
 
 def submission_hash(code: dict[str, ExerciseCode]) -> str:

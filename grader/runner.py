@@ -19,7 +19,7 @@ import pytest
 from grader.checkkit import CheckFailed
 from grader.learner import ExerciseMissing, LearnerRaised, Submission
 from grader.results import CheckResult
-from grader.sandbox import WorkerFailure
+from grader.sandbox import WorkerFailure, prestart
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
@@ -94,6 +94,16 @@ class _Collector:
         self._current = index
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item):
+        """A check of an exercise already out of time fails at once, with that timeout,
+        before it computes anything: a looping submission pays one timeout per exercise."""
+        marker = item.get_closest_marker("exercise")
+        if marker is not None and hasattr(item, "callspec"):
+            failure = self.submissions[item.callspec.params["learner"]].out_of_time(marker.kwargs["name"])
+            if failure is not None:
+                raise failure
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, item, call):
         """Record the outcome, and make a bare report: pytest's own traceback
         rendering costs more than a whole check and is never shown to anyone."""
@@ -144,7 +154,10 @@ def classify(exc: BaseException | None, own: str = "") -> tuple[str, str]:
     if isinstance(exc, WorkerFailure):
         text = {"timeout": "Your code took too long: ", "memory": "Your code ran out of memory: ",
                 "crashed": "Your code stopped the grading process: "}[exc.status] + exc.message + "."
-        if exc.status == "crashed":
+        if exc.status == "crashed" and exc.message.startswith("the reply"):
+            text += (" Likely cause: a return value far larger than the answer, or made of objects "
+                     "where plain numbers are expected.")
+        elif exc.status == "crashed":
             text += " Likely cause: a call such as os._exit() or a crash in native code."
         if exc.status == "timeout":
             text += " Likely cause: an infinite loop, or a loop that is far too slow."
@@ -170,6 +183,8 @@ def run_checks(lesson_id: str, submissions: list[Submission], seed: int
             "-p", "no:unraisableexception", "-p", "no:threadexception",
             "--import-mode=importlib", "-c", str(CHECKS_DIR / "pytest.ini"),
             "--rootdir", str(CHECKS_DIR), "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    if submissions:  # the zygotes import torch while pytest imports the checks (and torch)
+        prestart(set().union(*(s.preloads for s in submissions)), submissions[0].config)
     sink = io.StringIO()
     try:
         with redirect_stdout(sink), redirect_stderr(sink):

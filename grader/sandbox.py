@@ -31,7 +31,7 @@ from grader.config import GraderConfig
 from grader.zygote import Zygote
 
 HEADER = 8
-MAX_REPLY = 128 * 2**20
+MAX_REPLY = 16 * 2**20  # twice the largest honest reply (10^6 float64s, 8 MB; see grader.wire)
 
 
 class WorkerFailure(BaseException):

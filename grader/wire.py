@@ -21,12 +21,17 @@ whose `__eq__` or `__iter__` the learner may have rewritten, crosses as opaque,
 so it can never compare equal to anything on the trusted side.
 
 Nothing here unpickles, and the decoder refuses any tag or dtype it does not know.
+Decoding is bounded in time and memory whatever the sender wrote: the JSON part
+and its number of objects and arrays are capped before it is parsed, and each
+attachment is decoded at most once, so no message costs more than about a
+second or a few times its own size.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 # Bound at import. The worker imports this module before any learner code runs,
 # so a learner who patches builtins or math cannot change how values cross.
 from builtins import all, bool, dict, float, int, isinstance, issubclass, len, list, str, tuple, type
@@ -34,6 +39,12 @@ from math import isfinite, isnan
 from array import array
 
 MAX_DEPTH = 32
+# Measured on the course's solutions and grading fixtures: the largest JSON part
+# is 0.4 MB (a request) and 2 MB (10^6 ints returned where floats belong), the
+# most objects, arrays and object members in one message about 6 000. Bulk data
+# travels as attachments, which these bounds do not count.
+MAX_JSON = 4 * 2**20
+MAX_STRUCTURE = 200_000
 LONG_LIST = 64  # float lists at least this long travel packed
 ARRAY_DTYPES = frozenset({
     "bool", "int8", "int16", "int32", "int64", "uint8",
@@ -203,16 +214,39 @@ def loads(data: bytes, allow_refs: bool = False):
         raise WireError("truncated message")
     attachments, at = [], 8 + size
     while at < len(view):
+        if len(attachments) >= MAX_STRUCTURE // 4:  # each is used through two objects, two members
+            raise WireError("too many attachments")
         n = int.from_bytes(view[at:at + 8], "big")
         if at + 8 + n > len(view):
             raise WireError("truncated attachment")
         attachments.append(view[at + 8:at + 8 + n])
         at += 8 + n
+    if size > MAX_JSON:
+        raise WireError(f"the JSON part is {size} bytes, over the {MAX_JSON}-byte limit")
+    text = bytes(view[8:8 + size])
+    if structure(text) > MAX_STRUCTURE:
+        raise WireError(f"more than {MAX_STRUCTURE} objects, arrays and object members")
     try:
-        raw = json.loads(bytes(view[8:8 + size]), parse_constant=_refuse_constant)
+        raw = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        raise WireError(f"not valid JSON: {exc}") from None
+        raise WireError(f"not valid JSON: {str(exc)[:200]}") from None
     return decode(raw, allow_refs=allow_refs, attachments=attachments)
+
+
+_STRING = re.compile(rb'"[^"]*"')
+
+
+def skeleton(text: bytes) -> bytes:
+    """A JSON text without its strings (escapes first, then each string), made at C
+    speed, so values can be counted before a parser allocates them."""
+    return _STRING.sub(b"", text.replace(b"\\\\", b"").replace(b'\\"', b""))
+
+
+def structure(text: bytes) -> int:
+    """How many objects, arrays and object members a JSON text holds (an upper
+    bound): each costs the parser and the decoder far more than a plain item."""
+    bare = skeleton(text)
+    return bare.count(b"{") + bare.count(b"[") + bare.count(b":")
 
 
 def _refuse_constant(name: str):
@@ -220,14 +254,35 @@ def _refuse_constant(name: str):
 
 
 def decode(raw, allow_refs: bool = False, attachments: list | None = None):
-    return _decode(raw, 0, allow_refs, attachments or [])
+    return _decode(raw, 0, allow_refs, _Attachments(attachments or []))
 
 
-def _attachment(body: dict, attachments: list) -> memoryview:
-    at = body.get("at")
-    if type(at) is not int or not 0 <= at < len(attachments):
-        raise WireError("bad attachment reference")
-    return attachments[at]
+class _Attachments(list):
+    """The attachments of one message; each may be decoded once, so a few bytes of
+    JSON cannot make one large attachment decode a million times."""
+
+    def __init__(self, attachments: list):
+        super().__init__(attachments)
+        self.used: set = set()
+
+    def take(self, body: dict) -> memoryview:
+        at = body.get("at")
+        if type(at) is not int or not 0 <= at < len(self):
+            raise WireError("bad attachment reference")
+        if at in self.used:
+            raise WireError("an attachment is referenced twice")
+        self.used.add(at)
+        return self[at]
+
+
+_PLAIN = frozenset({type(None), bool, int, float, str})
+
+
+def _items(values: list, depth: int, allow_refs: bool, att: list) -> list:
+    """Decode a JSON array's items; plain ones, fresh from json.loads, stay as they are."""
+    if depth >= MAX_DEPTH:
+        raise WireError("value is nested too deeply")
+    return [v if type(v) in _PLAIN else _decode(v, depth + 1, allow_refs, att) for v in values]
 
 
 def _decode(raw, depth: int, allow_refs: bool, att: list):
@@ -236,19 +291,20 @@ def _decode(raw, depth: int, allow_refs: bool, att: list):
     if raw is None or isinstance(raw, (bool, int, float, str)):
         return raw
     if isinstance(raw, list):
-        return [_decode(v, depth + 1, allow_refs, att) for v in raw]
+        return _items(raw, depth, allow_refs, att)
     if not isinstance(raw, dict):
         raise WireError(f"unexpected JSON value of type {type(raw).__name__}")
     tags = [k for k in raw if k.startswith("$")]
     if not tags:
-        return {k: _decode(v, depth + 1, allow_refs, att) for k, v in raw.items()}
+        return {k: v if type(v) in _PLAIN else _decode(v, depth + 1, allow_refs, att)
+                for k, v in raw.items()}
     if len(raw) != 1:
         raise WireError("a tagged object must have exactly one key")
     tag, body = tags[0], raw[tags[0]]
     if tag == "$float" and body in _NONFINITE:
         return _NONFINITE[body]
     if tag == "$tuple" and isinstance(body, list):
-        return tuple(_decode(v, depth + 1, allow_refs, att) for v in body)
+        return tuple(_items(body, depth, allow_refs, att))
     if tag == "$dict" and isinstance(body, list):
         out = {}
         for pair in body:
@@ -261,14 +317,14 @@ def _decode(raw, depth: int, allow_refs: bool, att: list):
                 raise WireError("$dict key is not hashable") from None
         return out
     if tag == "$floats" and isinstance(body, dict):
-        raw_bytes = _attachment(body, att)
+        raw_bytes = att.take(body)
         if len(raw_bytes) % 8:
             raise WireError("$floats payload is not a whole number of float64s")
         floats = array("d")
         floats.frombytes(raw_bytes)
         return floats.tolist()
     if tag == "$array" and isinstance(body, dict):
-        return _decode_array(body, _attachment(body, att))
+        return _decode_array(body, att.take(body))
     if tag == "$scalar" and isinstance(body, dict) and body.get("dtype") in ARRAY_DTYPES:
         import numpy as np
         value = _decode(body.get("value"), depth + 1, allow_refs, att)

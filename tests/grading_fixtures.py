@@ -67,7 +67,11 @@ FIXTURES = [
             {"scale_gradients": 0.0}, {"error"}, "SystemExit"),
     Fixture("os-exit", _scale("    import os\n    os._exit(0)\n"),
             {"scale_gradients": 0.0}, {"crashed"}, "stopped the grading process"),
-    Fixture("memory-bomb", _scale("    hoard = []\n    while True:\n        hoard.append(' ' * 2**24)\n"),
+    # A leak into a global: the first call fills the memory limit, and every later
+    # call fails at once (a bomb that refilled 2 GB on each of a check's many calls
+    # would time out before it ran out of memory).
+    Fixture("memory-bomb", {"scale_gradients": "hoard = []\n" + _scale(
+        "    while True:\n        hoard.append(' ' * 2**24)\n")["scale_gradients"]},
             {"scale_gradients": 0.0}, {"memory"}, "memory"),
     Fixture("prints-100MB", {"scale_gradients": "print('x' * 100_000_000)\n" + CORRECT["scale_gradients"]},
             {}, {"passed"}),
