@@ -1,0 +1,385 @@
+"""Lesson 08's references and likely causes, computed in the trusted process.
+
+`FirstNonfiniteTrace` runs a spec's model here with hooks on every module and
+records each forward call as it finishes; the expected answer is the first call
+whose output is not finite, and the trace also knows what the usual mistakes
+would answer (the last call, the first input, leaves only, registration order,
+inf only, tensors only), so a wrong answer can be matched to its cause.
+
+`compare_training` replays a case with a real `torch.amp.GradScaler("cpu")` and
+walks the learner's run in time order (the parameters before each micro-batch,
+then each window's record) to the first difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from grader.checkkit import CheckFailed
+from grader.checks.lesson08_models import BROKEN_MODELS, TRAINING, load
+from grader.wire import Opaque
+
+REL_TOL = 1e-5  # losses and parameter checksums; scales, flags and learning rates are exact
+
+_models = load(BROKEN_MODELS)
+_training = load(TRAINING)
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the references on one thread, as the workers do: tiny FP16 kernels on a busy machine
+    spend more time waking a second thread than computing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+# -- Exercise 8.1 --------------------------------------------------------------------------
+
+HOW = {"nan_weight": "one weight set to NaN", "huge_weight": "weights set to 30000",
+       "sharpen": "weights x400 (feeding a softmax written as exp(x) / sum exp(x))",
+       "offset": "bias 300 (feeding a layer norm with the one-pass variance E[x^2] - E[x]^2)",
+       "gain": "gain 60000 (it returns a tuple)", "logits": "query and key weights x300"}
+
+
+def describe_spec(spec: dict) -> str:
+    blocks = ", ".join(f"blocks.{i}: {kind}" for i, kind in enumerate(spec["kinds"]))
+    broken = "; ".join(f"{target}: {HOW[how]}" for target, how in spec["breaks"]) or "nothing broken"
+    root = "; the root returns exp(40 * out(h))" if spec["root_exp"] else ""
+    return (f"an FP16 network inp -> [{blocks}] -> out, width {spec['width']}, seed {spec['seed']}; "
+            f"{broken}{root}; first_nonfinite(model, (x,)) with x of shape (4, {spec['width']}).")
+
+
+def _floating(value, tensors_only: bool = False):
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield value
+    elif not tensors_only and isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _floating(item)
+    elif not tensors_only and isinstance(value, dict):
+        for item in value.values():
+            yield from _floating(item)
+
+
+def _bad(value, tensors_only: bool = False) -> bool:
+    return any(not bool(torch.isfinite(t).all()) for t in _floating(value, tensors_only))
+
+
+def _has_inf(value) -> bool:
+    return any(bool(torch.isinf(t).any()) for t in _floating(value))
+
+
+@dataclass
+class Call:
+    name: str
+    order: int  # position in named_modules(), i.e. registration order
+    leaf: bool
+    bad_in: bool  # a positional input holds an inf or NaN
+    bad_out: bool
+    inf_in: bool
+    inf_out: bool
+    bad_tensor_out: bool  # non-finite when only a bare tensor output is looked at
+
+    @property
+    def origin(self) -> bool:
+        """The inf or NaN is born here: finite inputs, non-finite output."""
+        return self.bad_out and not self.bad_in
+
+
+def _first(names):
+    return next(iter(names), None)
+
+
+class FirstNonfiniteTrace:
+    """Every forward call of a spec's model, in the order the calls finish."""
+
+    def __init__(self, spec: dict):
+        model, x = _models["_g08_build"](spec)
+        modules = list(model.named_modules())
+        names = {m: n for n, m in modules}
+        order = {m: i for i, (_, m) in enumerate(modules)}
+        self.class_of = {n: type(m).__name__ for n, m in modules}
+        self.calls: list[Call] = []
+        self.bad_inputs: list[str] = []  # in the order calls start
+
+        def before(module, inputs):
+            if _bad(inputs):
+                self.bad_inputs.append(names[module])
+
+        def after(module, inputs, output):
+            self.calls.append(Call(names[module], order[module], not any(module.children()),
+                                   _bad(inputs), _bad(output), _has_inf(inputs), _has_inf(output),
+                                   _bad(output, tensors_only=True)))
+
+        handles = [h for m in names for h in (m.register_forward_pre_hook(before),
+                                              m.register_forward_hook(after))]
+        try:
+            with single_thread(), torch.no_grad():
+                model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        self.expected = _first(c.name for c in self.calls if c.origin)
+
+    def _mistakes(self) -> list[tuple[str | None, str]]:
+        origins = [c for c in self.calls if c.origin]
+        e = self.expected
+        return [
+            (_first(c.name for c in self.calls if c.bad_out),
+             f"this module's output is non-finite, but so was its input: it only passed the inf or "
+             f"NaN on. Skip calls whose inputs are already non-finite; the first one is born in {e!r}"),
+            (_first(c.name for c in reversed(origins)),
+             "you kept the last match; hooks fire as forward calls finish, so keep the first name "
+             "and ignore the later ones"),
+            (_first(self.bad_inputs),
+             f"you named the first module whose INPUT is non-finite; name the one whose output "
+             f"first goes non-finite while its inputs are finite: {e!r}"),
+            (_first(c.name for c in self.calls if c.inf_out and not c.inf_in),
+             "NaN counts too: test with torch.isfinite (False for inf and NaN), not torch.isinf"),
+            (_first(c.name for c in origins if c.leaf),
+             f"you hooked only leaf modules; {e!r} has children but makes the inf or NaN in its own "
+             "forward code. Hook every module of named_modules()"),
+            (_first(c.name for c in origins if c.name.count(".") == 0 and c.name),
+             "you watched only the model's direct children; hook every module of named_modules(), "
+             "nested ones and the root included"),
+            (_first(c.name for c in sorted(origins, key=lambda c: c.order)),
+             "named_modules() lists modules in the order they were registered in __init__, not the "
+             "order forward calls them: record names in the order your hooks fire"),
+            (_first(c.name for c in self.calls if c.bad_tensor_out and not c.bad_in),
+             f"an output can be a tuple: {e!r} returns one. Look at every floating-point tensor "
+             "inside tuples, lists and dicts"),
+            (_first(c.name for c in origins if c.name),
+             "the root module counts too: named_modules() gives it the name \"\", and its own "
+             "forward code can make the inf"),
+        ]
+
+    def cause(self, got) -> str:
+        e = self.expected
+        if isinstance(got, Opaque):
+            return "return the module's name (a str, as named_modules() gives it), not the module"
+        if got is not None and type(got) is not str:
+            return "return the module's name as a str, or None when every output is finite"
+        if e is not None and got == self.class_of.get(e):
+            return "that is the class name; return the qualified name from named_modules(), " \
+                   "such as 'blocks.1.attn'"
+        causes = [cause for answer, cause in self._mistakes() if answer == got and answer != e]
+        if causes:  # two mistakes can give the same answer: name both
+            return " Or: ".join(causes[:2])
+        if e is None:
+            return "every output of this model is finite, so the answer is None"
+        return (f"the inf or NaN is born in {e!r}: hook every module of named_modules(), root "
+                "included, and keep the first call (in the order calls finish) whose inputs are "
+                "finite and whose output holds a non-finite floating-point tensor")
+
+
+_traces: dict[str, FirstNonfiniteTrace] = {}
+
+
+def first_nonfinite_trace(spec: dict) -> FirstNonfiniteTrace:
+    key = repr(sorted(spec.items()))
+    if key not in _traces:
+        _traces[key] = FirstNonfiniteTrace(spec)
+    return _traces[key]
+
+
+# -- Exercise 8.2 ------------------------------------------------------------------------------
+
+MISTAKES = {
+    "no_divide": "divide each micro-batch's loss by accumulation_steps before scaler.scale(...): "
+                 "the window's summed gradient must be the gradient of the mean loss, and without "
+                 "the division the update is accumulation_steps times too big",
+    "clip_before_unscale": "clip after scaler.unscale_(optimizer): clipping the scaled gradients "
+                           "compares a norm thousands of times too big with max_grad_norm",
+    "no_clip": "max_grad_norm was ignored: after scaler.unscale_(optimizer), call "
+               "torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)",
+    "zero_grad_every_micro_batch": "zero the gradients once per window, at its start: zeroing "
+                                   "before every micro-batch keeps only the last one's gradient",
+    "no_zero_grad": "start every window with optimizer.zero_grad(set_to_none=True): the previous "
+                    "window's gradients were added to this one's",
+}
+
+
+def reference_run(case: dict, mistake: str | None = None) -> dict:
+    """The exercise's loop with torch.amp.GradScaler, or with one known mistake; cached."""
+    key = (repr(sorted(case.items())), mistake)
+    if key not in _runs:
+        _runs[key] = _reference_run(case, mistake)
+    return _runs[key]
+
+
+_runs: dict[tuple, dict] = {}
+
+
+def _reference_run(case: dict, mistake: str | None) -> dict:
+    with single_thread():
+        return _replay(case, mistake)
+
+
+def _replay(case: dict, mistake: str | None) -> dict:
+    model, optimizer, scheduler, scaler, micro = _training["_g08_setup"](case)
+    checksum = _training["_g08_checksum"]
+    seen: list = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(checksum(module)))
+    k, dtype, clip = case["accumulation_steps"], getattr(torch, case["dtype"]), case["max_grad_norm"]
+    records = []
+    for start in range(0, len(micro), k):
+        if mistake != "no_zero_grad":
+            optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for x, y in micro[start:start + k]:
+            if mistake == "zero_grad_every_micro_batch":
+                optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=dtype):
+                loss = model(x, y)
+            scaler.scale(loss if mistake == "no_divide" else loss / k).backward()
+            losses.append(float(loss))
+        if clip is not None and mistake == "clip_before_unscale":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        scaler.unscale_(optimizer)
+        if clip is not None and mistake not in ("clip_before_unscale", "no_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        scale, lr = scaler.get_scale(), float(optimizer.param_groups[0]["lr"])
+        scaler.step(optimizer)
+        scaler.update()
+        skipped = scaler.get_scale() < scale
+        if not skipped:
+            scheduler.step()
+        records.append({"loss": sum(losses) / len(losses), "scale": scale, "skipped": skipped,
+                        "lr": lr, "scale_after": scaler.get_scale(),
+                        "lr_after": float(optimizer.param_groups[0]["lr"])})
+    final = checksum(model)
+    return {"records": records, "checksums": seen, "final": final, "trajectory": seen + [final]}
+
+
+def describe_case(case: dict) -> str:
+    k, w = case["accumulation_steps"], case["windows"]
+    text = (f"{w} windows of {k} micro-batches ({case['rows']} rows each), {case['dtype']} autocast, "
+            f"GradScaler('cpu', init_scale={case['init_scale']:g}, growth_interval="
+            f"{case['growth_interval']}), SGD(lr={case['lr']}), a scheduler that halves the lr at "
+            "every step()")
+    if case["max_grad_norm"] is not None:
+        text += f", max_grad_norm={case['max_grad_norm']}"
+    for i in case["inf_at"]:
+        text += f", an inf in micro-batch {i % k + 1} of window {i // k + 1}"
+    return text
+
+
+def _close(a, b) -> bool:
+    if type(a) is not float or type(b) is not float:
+        return False
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b or math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-9)
+
+
+def _same_checksum(a, b) -> bool:
+    return type(b) is list and len(b) == 2 and all(_close(x, y) for x, y in zip(a, b))
+
+
+def _checksum_view(c) -> dict:
+    if type(c) is list and len(c) == 2 and all(type(v) is float for v in c):
+        return {"sum": float(f"{c[0]:.7g}"), "sum of squares": float(f"{c[1]:.7g}")}
+    return c
+
+
+def _record_view(r: dict) -> dict:
+    return {key: r.get(key) for key in ("loss", "scale", "skipped", "lr")}
+
+
+def _record_problem(exp: dict, got, k: int, prev: dict | None) -> str | None:
+    """The likely cause when one window's record differs, or None when it matches."""
+    if type(got) is not dict or not {"loss", "scale", "skipped", "lr"} <= set(got):
+        return "each record is a dict with the keys 'loss', 'scale', 'skipped' and 'lr'"
+    for key, kind in (("loss", float), ("scale", float), ("skipped", bool), ("lr", float)):
+        if type(got[key]) is not kind:
+            return (f"record[{key!r}] is a {type(got[key]).__name__}; make it a Python {kind.__name__}"
+                    + (" (float(loss) or loss.item())" if key == "loss" else ""))
+    if got["skipped"] != exp["skipped"]:
+        if got["skipped"] and exp["scale_after"] > exp["scale"]:
+            return ("update() grew the scale here, which is not a skip: a step was skipped only "
+                    "when update() lowered the scale (scaler.get_scale() < the scale before)")
+        if exp["skipped"]:
+            return ("this window's gradients overflowed and scaler.step skipped the step (update() "
+                    f"backed the scale off from {exp['scale']:g} to {exp['scale_after']:g}): report "
+                    "skipped=True when the scale after update() is below the scale before it")
+        return "skipped is True only when update() lowered the scale"
+    if got["scale"] != exp["scale"]:
+        if got["scale"] == exp["scale_after"]:
+            return "record the scale before scaler.update(): the one this window's backward passes used"
+        return "record scaler.get_scale() as this window's backward passes used it"
+    if got["lr"] != exp["lr"]:
+        if prev is not None and prev["skipped"] and got["lr"] == prev["lr_after"] * 0.5:
+            return ("the scheduler stepped after a skipped window: call scheduler.step() only when "
+                    "the optimizer really stepped, or the schedule runs ahead of the weights")
+        if got["lr"] == exp["lr_after"]:
+            return "record the learning rate the step used: read it before scheduler.step()"
+        return "record optimizer.param_groups[0]['lr'] as it was during this window's step"
+    if not _close(exp["loss"], got["loss"]):
+        if _close(exp["loss"] / k, got["loss"]):
+            return "record the mean of the undivided micro-batch losses, not loss / accumulation_steps"
+        return "record the mean over the window's micro-batches of float(model(x, y))"
+    return None
+
+
+def _step_cause(case: dict, got_sums: list, upto: int) -> str:
+    """Why the parameters after a step differ: match the run so far with a known mistake.
+
+    `got_sums` is the learner's trajectory: the checksum before each micro-batch, then the final one.
+    """
+    right = reference_run(case)["trajectory"][:upto]
+    for mistake, cause in MISTAKES.items():
+        if mistake in ("no_clip", "clip_before_unscale") and case["max_grad_norm"] is None:
+            continue
+        sums = reference_run(case, mistake)["trajectory"][:upto]
+        if sums != right and all(_same_checksum(a, b) for a, b in zip(sums, got_sums[:upto])):
+            return cause
+    if upto >= 2 and _same_checksum(got_sums[upto - 2], got_sums[upto - 1]):
+        return ("the parameters did not move in this step: run scaler.step(optimizer) once per "
+                "window, after its last micro-batch")
+    return ("compare your window with the recipe: zero_grad at its start, scale(loss / "
+            "accumulation_steps).backward() per micro-batch, then unscale_, clip, step, update")
+
+
+def compare_training(case: dict, got: dict, checked: str) -> CheckFailed | None:
+    """The first difference between the learner's run and the reference, as a CheckFailed."""
+    ref = reference_run(case)
+    k, windows = case["accumulation_steps"], case["windows"]
+    about = describe_case(case)
+    records, sums = got.get("records"), got.get("checksums")
+    if type(records) is not list or len(records) != windows:
+        n = len(records) if type(records) is list else records
+        return CheckFailed(checked, about, f"a list of {windows} records", n,
+                           cause="return one dict per window (per optimizer step), not per micro-batch")
+    if type(sums) is not list or len(sums) != windows * k:
+        return CheckFailed(checked, about, f"{windows * k} forward passes", f"{len(sums)} forward passes",
+                           cause="call model(x, y) exactly once per micro-batch")
+    for w in range(windows):
+        for j in range(k):
+            i = w * k + j
+            if _same_checksum(ref["checksums"][i], sums[i]):
+                continue
+            where = f"{about}. The parameters before micro-batch {j + 1} of window {w + 1}"
+            if j > 0 and not _same_checksum(sums[i - 1], sums[i]):
+                cause = ("the parameters changed in the middle of a window: call unscale_, step and "
+                         "update only after the window's last micro-batch, once per window")
+            else:
+                cause = _step_cause(case, sums, i + 1)
+            return CheckFailed(checked, where + " are the first thing that differs.",
+                               _checksum_view(ref["checksums"][i]), _checksum_view(sums[i]), cause)
+        problem = _record_problem(ref["records"][w], records[w], k, ref["records"][w - 1] if w else None)
+        if problem:
+            return CheckFailed(checked, f"{about}. The record of window {w + 1} is the first thing "
+                                        "that differs.",
+                               _record_view(ref["records"][w]), records[w], problem)
+    if not _same_checksum(ref["final"], got.get("final")):
+        return CheckFailed(checked, f"{about}. The parameters after the last window differ.",
+                           _checksum_view(ref["final"]), _checksum_view(got.get("final")),
+                           _step_cause(case, sums + [got.get("final")], len(sums) + 1))
+    return None
