@@ -50,7 +50,8 @@ HOW = {"nan_weight": "one weight set to NaN", "huge_weight": "weights set to 300
 
 def describe_spec(spec: dict) -> str:
     blocks = ", ".join(f"blocks.{i}: {kind}" for i, kind in enumerate(spec["kinds"]))
-    broken = "; ".join(f"{target}: {HOW[how]}" for target, how in spec["breaks"]) or "nothing broken"
+    broken = ("; ".join(f"{target}: {HOW[how]}" for target, how in spec["breaks"])
+              or "no module deliberately broken")
     root = "; the root returns exp(40 * out(h))" if spec["root_exp"] else ""
     return (f"an FP16 network inp -> [{blocks}] -> out, width {spec['width']}, seed {spec['seed']}; "
             f"{broken}{root}; first_nonfinite(model, (x,)) with x of shape (4, {spec['width']}).")
@@ -141,14 +142,14 @@ class FirstNonfiniteTrace:
             (_first(self.bad_inputs),
              f"you named the first module whose INPUT is non-finite; name the one whose output "
              f"first goes non-finite while its inputs are finite: {e!r}"),
-            (_first(c.name for c in self.calls if c.inf_out and not c.inf_in),
-             "NaN counts too: test with torch.isfinite (False for inf and NaN), not torch.isinf"),
             (_first(c.name for c in origins if c.leaf),
              f"you hooked only leaf modules; {e!r} has children but makes the inf or NaN in its own "
              "forward code. Hook every module of named_modules()"),
             (_first(c.name for c in origins if c.name.count(".") == 0 and c.name),
              "you watched only the model's direct children; hook every module of named_modules(), "
              "nested ones and the root included"),
+            (_first(c.name for c in self.calls if c.inf_out and not c.inf_in),
+             "NaN counts too: test with torch.isfinite (False for inf and NaN), not torch.isinf"),
             (_first(c.name for c in sorted(origins, key=lambda c: c.order)),
              "named_modules() lists modules in the order they were registered in __init__, not the "
              "order forward calls them: record names in the order your hooks fire"),
@@ -328,15 +329,29 @@ def _record_problem(exp: dict, got, k: int, prev: dict | None) -> str | None:
     return None
 
 
+def _applicable(case: dict) -> dict:
+    clipping = case["max_grad_norm"] is not None
+    return {m: c for m, c in MISTAKES.items() if clipping or m not in ("no_clip", "clip_before_unscale")}
+
+
+def _record_mistake(case: dict, records: list, w: int) -> str | None:
+    """A known mistake whose run has the learner's records up to window w, if one does."""
+    k, right = case["accumulation_steps"], reference_run(case)["records"][w]
+    for mistake, cause in _applicable(case).items():
+        variant = reference_run(case, mistake)["records"]
+        if _record_problem(right, variant[w], k, None) is not None and all(
+                _record_problem(variant[i], records[i], k, None) is None for i in range(w + 1)):
+            return cause
+    return None
+
+
 def _step_cause(case: dict, got_sums: list, upto: int) -> str:
     """Why the parameters after a step differ: match the run so far with a known mistake.
 
     `got_sums` is the learner's trajectory: the checksum before each micro-batch, then the final one.
     """
     right = reference_run(case)["trajectory"][:upto]
-    for mistake, cause in MISTAKES.items():
-        if mistake in ("no_clip", "clip_before_unscale") and case["max_grad_norm"] is None:
-            continue
+    for mistake, cause in _applicable(case).items():
         sums = reference_run(case, mistake)["trajectory"][:upto]
         if sums != right and all(_same_checksum(a, b) for a, b in zip(sums, got_sums[:upto])):
             return cause
@@ -375,6 +390,7 @@ def compare_training(case: dict, got: dict, checked: str) -> CheckFailed | None:
                                _checksum_view(ref["checksums"][i]), _checksum_view(sums[i]), cause)
         problem = _record_problem(ref["records"][w], records[w], k, ref["records"][w - 1] if w else None)
         if problem:
+            problem = _record_mistake(case, records, w) or problem
             return CheckFailed(checked, f"{about}. The record of window {w + 1} is the first thing "
                                         "that differs.",
                                _record_view(ref["records"][w]), records[w], problem)

@@ -50,8 +50,10 @@ def broken_specs(draw_):
                 seed=draw_(st.integers(0, 2**31 - 1)), width=draw_(st.sampled_from([8, 16])))
 
 
+# Kinds that stay finite unbroken (a naive softmax or a one-pass norm can fail on its own).
 healthy_specs = st.builds(lambda kinds, seed, width: spec(kinds, seed=seed, width=width),
-                          st.lists(st.sampled_from(sorted(BREAKS)), min_size=1, max_size=4),
+                          st.lists(st.sampled_from(["attention", "gain", "mlp", "residual", "swapped"]),
+                                   min_size=1, max_size=4),
                           st.integers(0, 2**31 - 1), st.sampled_from([8, 16]))
 
 # Hand-picked: the answer is a module whose own code (not a child's) makes the inf or NaN.
@@ -105,8 +107,9 @@ def check_first_nonfinite(learner, specs: list[dict], checked: str, tidy: bool =
 def test_names_the_first_broken_module_in_drawn_models(learner, seed):
     """Drawn FP16 networks with one or two broken modules: the first non-finite output is named."""
     specs = draw(broken_specs(), n=30, seed=seed, key="08.first")
-    check_first_nonfinite(learner, specs, "first_nonfinite names the module whose forward call is "
-                                          "the first to finish with an inf or NaN in its output")
+    check_first_nonfinite(learner, specs, "first_nonfinite names the module where the first inf or "
+                                          "NaN is born: the first forward call to finish with finite "
+                                          "inputs and a non-finite output")
 
 
 @exercise(FIRST, points=1)
