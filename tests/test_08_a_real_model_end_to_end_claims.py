@@ -19,7 +19,7 @@ import torch
 
 from conftest import SOLUTIONS
 from grader.labs import tiny_lm
-from grader.labs.dispatch_modes import OpCounter, emulate_fp16_matmuls
+from grader.labs.dispatch_modes import OpCounter, emulate_matmuls
 from grader.notebook import EXERCISE_TAG, cell_exercise, has_tag
 
 LESSON = "08_a_real_model_end_to_end"
@@ -62,9 +62,8 @@ def solution(name: str):
     return namespace[name]
 
 
-def forward_loss(model, batch, dtype, native_fp16=False):
-    emulate = dtype == torch.float16 and not native_fp16
-    with torch.no_grad(), emulate_fp16_matmuls(emulate), \
+def forward_loss(model, batch, dtype, native=False):
+    with torch.no_grad(), emulate_matmuls(dtype, enabled=not native), \
             torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         return model(*batch).item()
 
@@ -118,24 +117,36 @@ def test_block_1_query_and_key_gradients_dip_below_fp16_subnormals_early(histori
     assert max(late) < 0.05  # a transient, not the steady state
 
 
-def test_fp16_emulation_agrees_with_pytorch_fp16_kernels(corpus, batch):
-    model = tiny_lm.make_model(0)
-    emulated = forward_loss(model, batch, torch.float16)
-    native = forward_loss(model, batch, torch.float16, native_fp16=True)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_emulated_matmuls_agree_with_pytorch_kernels(batch, dtype):
+    emulated = forward_loss(tiny_lm.make_model(0), batch, dtype)
+    native = forward_loss(tiny_lm.make_model(0), batch, dtype, native=True)
     assert math.isclose(emulated, native, rel_tol=1e-3)
-    a, b = torch.randn(256, 64).half(), torch.randn(64, 192).half()
-    with emulate_fp16_matmuls():
+    a, b = torch.randn(256, 64).to(dtype), torch.randn(64, 192).to(dtype)
+    with emulate_matmuls(dtype):
         product = a @ b
-    differ = product != a @ b
-    assert product.dtype == torch.float16 and float(differ.float().mean()) < 0.01
-    assert float(((product - a @ b).float().abs() / (a @ b).float().abs().clamp_min(1e-3))[differ].max()) < 2e-3
+    reference = a @ b
+    differ = product != reference
+    assert product.dtype == dtype and float(differ.float().mean()) < 0.01
+    step = torch.finfo(dtype).eps  # at most one step of the format where they differ
+    assert float(((product - reference).float().abs()
+                  / reference.float().abs().clamp_min(1e-3))[differ].max()) <= 2 * step
 
 
-def test_fp16_emulation_trains_like_the_native_kernels(corpus):
-    emulated = tiny_lm.train("FP16 + GradScaler", corpus, steps=4, emulate_fp16=True)
-    native = tiny_lm.train("FP16 + GradScaler", corpus, steps=4, emulate_fp16=False)
+@pytest.mark.parametrize("recipe", ["FP16 + GradScaler", "BF16"])
+def test_emulated_matmuls_train_like_pytorch_kernels(corpus, recipe):
+    emulated = tiny_lm.train(recipe, corpus, steps=4, emulate=True)
+    native = tiny_lm.train(recipe, corpus, steps=4, emulate=False)
     assert np.allclose(emulated.losses, native.losses, rtol=2e-3)
     assert emulated.scales == native.scales
+
+
+def test_emulation_leaves_other_dtypes_and_ops_alone():
+    a = torch.randn(8, 8)
+    with emulate_matmuls(torch.float16):
+        assert torch.equal(a @ a, torch.mm(a, a))  # FP32 untouched
+    with pytest.raises(ValueError, match="float16 or torch.bfloat16"):
+        emulate_matmuls(torch.float32)
 
 
 @pytest.mark.parametrize("power, no_fix, prescaled, fp32_region", [
@@ -151,14 +162,14 @@ def test_grown_logits_break_fp16_where_the_lesson_says(histories, batch, power, 
     # Native FP16 kernels overflow in the same place as the emulation.
     for block in model.blocks:
         block.attn.prescale_queries = block.attn.scores_in_fp32 = False
-    assert math.isfinite(forward_loss(model, batch, torch.float16, native_fp16=True)) == no_fix
+    assert math.isfinite(forward_loss(model, batch, torch.float16, native=True)) == no_fix
 
 
 def test_the_first_inf_is_born_in_block_1_attention(histories, batch):
     model = copy.deepcopy(histories["FP32"].model)
     tiny_lm.grow_attention_logits(model, 1, batch, 2.0**17)
     first_nonfinite = solution("first_nonfinite")
-    with emulate_fp16_matmuls(), torch.autocast("cpu", dtype=torch.float16):
+    with emulate_matmuls(torch.float16), torch.autocast("cpu", dtype=torch.float16):
         assert first_nonfinite(model, batch) == "blocks.1.attn"
     with torch.autocast("cpu", dtype=torch.float16):  # PyTorch's own FP16 kernels agree
         assert first_nonfinite(model, batch) == "blocks.1.attn"

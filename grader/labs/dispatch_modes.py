@@ -1,15 +1,18 @@
-"""Two TorchDispatchModes for lesson 08: FP16 matmuls on a CPU, and counting operations.
+"""Two TorchDispatchModes for lesson 08: low-precision matmuls on a CPU, and counting operations.
 
 A TorchDispatchMode sees every ATen operation that runs inside its `with`
 block, forward and backward alike, after autocast has chosen the dtypes.
 
-FP16 matrix products are slow on most CPUs: without FP16 arithmetic units
-PyTorch falls back to a scalar kernel. `emulate_fp16_matmuls()` keeps the FP16
-path honest and fast. It runs each FP16 matmul on the same FP16 inputs in FP32
-and rounds the product to FP16 once, which is what FP16 hardware with FP32
+Low-precision matrix products are slow on many CPUs. FP16 has no arithmetic
+units on most of them, so PyTorch falls back to a scalar kernel, and BF16 is
+fast only where the CPU has BF16 instructions (AVX512-BF16, AMX).
+`emulate_matmuls(dtype)` keeps the low-precision path honest and fast on every
+CPU. It runs each FP16 (or BF16) matmul on the same FP16 (BF16) inputs in FP32
+and rounds the product to FP16 (BF16) once, which is what hardware with FP32
 accumulation computes. Overflow, underflow and the rounding of every matmul
-output are FP16's; only the order of the FP32 additions may differ, which moves
-about one output in a thousand by one FP16 step.
+output are the low-precision format's; only the order of the FP32 additions
+may differ, which moves about one output in a thousand by one step of the
+format.
 
 Public: it ships to learners and imports nothing private.
 """
@@ -25,20 +28,31 @@ _MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.a
             torch.ops.aten.baddbmm.default}
 
 
-class _FP16Matmuls(TorchDispatchMode):
+class _EmulatedMatmuls(TorchDispatchMode):
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _MATMULS and any(isinstance(a, torch.Tensor) and a.dtype == torch.float16
+        if func in _MATMULS and any(isinstance(a, torch.Tensor) and a.dtype == self.dtype
                                     for a in args):
-            wide = [a.float() if isinstance(a, torch.Tensor) and a.dtype == torch.float16 else a
+            wide = [a.float() if isinstance(a, torch.Tensor) and a.dtype == self.dtype else a
                     for a in args]
-            return func(*wide, **kwargs).half()  # FP32 accumulation, one rounding to FP16
+            return func(*wide, **kwargs).to(self.dtype)  # FP32 accumulation, one rounding
         return func(*args, **kwargs)
 
 
-def emulate_fp16_matmuls(enabled: bool = True):
-    """Within this block, FP16 matmuls (forward and backward) run as FP32 math on FP16 values."""
-    return _FP16Matmuls() if enabled else contextlib.nullcontext()
+def emulate_matmuls(dtype: torch.dtype | None, enabled: bool = True):
+    """Within this block, `dtype` matmuls (forward and backward) run as FP32 math on `dtype` values.
+
+    `dtype` is torch.float16 or torch.bfloat16; with None or enabled=False it does nothing.
+    """
+    if not enabled or dtype is None:
+        return contextlib.nullcontext()
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"emulate_matmuls emulates torch.float16 or torch.bfloat16, not {dtype}")
+    return _EmulatedMatmuls(dtype)
 
 
 class OpCounter(TorchDispatchMode):

@@ -6,8 +6,10 @@ fixed list that every Python 3.10+ ships; their bytes still change between
 Python versions, so nothing a lesson prints may depend on them beyond what is
 fixed here (the corpus length, the vocabulary of 256 byte values).
 
-The FP16 recipe runs its matmuls through `dispatch_modes.emulate_fp16_matmuls`
-on a CPU, because PyTorch's CPU FP16 matmul is slow on most processors.
+On a CPU, the FP16 and BF16 recipes run their matmuls through
+`dispatch_modes.emulate_matmuls`, because PyTorch's low-precision CPU matmuls
+are slow on many processors (FP16 on most, BF16 on those without BF16
+instructions).
 
 Public: it ships to learners and imports nothing private.
 """
@@ -25,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grader.labs.dispatch_modes import emulate_fp16_matmuls
+from grader.labs.dispatch_modes import emulate_matmuls
 
 # Pure-Python modules present, under these names, in every CPython 3.10 to 3.14.
 CORPUS_FILES = ("abc", "bisect", "calendar", "colorsys", "contextlib", "copy", "dataclasses",
@@ -228,11 +230,12 @@ def log2_histogram(grad: torch.Tensor) -> np.ndarray:
 
 def train(recipe: str, corpus: torch.Tensor, steps: int = 120, seed: int = 0, lr: float = 2e-3,
           batch_size: int = 8, growth_interval: int = 20, hist_every: int = 4,
-          max_grad_norm: float = 1.0, device: str = "cpu", emulate_fp16: bool = True) -> History:
+          max_grad_norm: float = 1.0, device: str = "cpu", emulate: bool = True) -> History:
     """Train a fresh TinyLM with one of RECIPES; the same seed gives the same data and init.
 
-    On a CPU, the FP16 recipe emulates FP16 matmuls (see emulate_fp16_matmuls);
-    pass emulate_fp16=False to run PyTorch's own CPU FP16 kernels instead.
+    On a CPU, the FP16 and BF16 recipes emulate their matmuls (see
+    dispatch_modes.emulate_matmuls); pass emulate=False to run PyTorch's own
+    CPU kernels instead.
     """
     dtype, scaled = RECIPES[recipe]
     model = make_model(seed).to(device)
@@ -241,11 +244,11 @@ def train(recipe: str, corpus: torch.Tensor, steps: int = 120, seed: int = 0, lr
     generator = torch.Generator().manual_seed(seed + 1)
     weights = {n: p for n, p in model.named_parameters() if p.dim() == 2}
     history = History(recipe)
-    emulate = emulate_fp16 and device == "cpu" and dtype == torch.float16
+    emulate = emulate and device == "cpu"
     for step in range(1, steps + 1):
         x, y = (t.to(device) for t in get_batch(corpus, batch_size, model.cfg.context, generator))
         optimizer.zero_grad(set_to_none=True)
-        with emulate_fp16_matmuls(emulate):
+        with emulate_matmuls(dtype, enabled=emulate):
             with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 loss = model(x, y)
             scaler.scale(loss).backward()
