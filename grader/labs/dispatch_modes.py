@@ -11,8 +11,8 @@ CPU. It runs each FP16 (or BF16) matmul on the same FP16 (BF16) inputs in FP32
 and rounds the product to FP16 (BF16) once, which is what hardware with FP32
 accumulation computes. Overflow, underflow and the rounding of every matmul
 output are the low-precision format's; only the order of the FP32 additions
-may differ, which moves about one output in a thousand by one step of the
-format.
+may differ, which moves at most a few outputs in a thousand by one step of
+the format.
 
 Public: it ships to learners and imports nothing private.
 """
