@@ -230,7 +230,7 @@ def log2_histogram(grad: torch.Tensor) -> np.ndarray:
 
 def train(recipe: str, corpus: torch.Tensor, steps: int = 120, seed: int = 0, lr: float = 2e-3,
           batch_size: int = 8, growth_interval: int = 20, hist_every: int = 4,
-          max_grad_norm: float = 1.0, device: str = "cpu", emulate: bool = True) -> History:
+          clip_norm: float = 1.0, device: str = "cpu", emulate: bool = True) -> History:
     """Train a fresh TinyLM with one of RECIPES; the same seed gives the same data and init.
 
     On a CPU, the FP16 and BF16 recipes emulate their matmuls (see
@@ -257,7 +257,7 @@ def train(recipe: str, corpus: torch.Tensor, steps: int = 120, seed: int = 0, lr
             history.hist_steps.append(step)
             for name, p in weights.items():
                 history.grad_hists.setdefault(name, []).append(log2_histogram(p.grad))
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         scale = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
