@@ -309,7 +309,8 @@ def _record_problem(exp: dict, got, k: int, prev: dict | None) -> str | None:
         if exp["skipped"]:
             return ("this window's gradients overflowed and scaler.step skipped the step (update() "
                     f"backed the scale off from {exp['scale']:g} to {exp['scale_after']:g}): report "
-                    "skipped=True when the scale after update() is below the scale before it")
+                    "skipped=True when the scale read after scaler.update() is below the one read "
+                    "before the step (before update(), get_scale() has not changed yet)")
         return "skipped is True only when update() lowered the scale"
     if got["scale"] != exp["scale"]:
         if got["scale"] == exp["scale_after"]:

@@ -253,7 +253,7 @@ def train(recipe: str, corpus: torch.Tensor, steps: int = 120, seed: int = 0, lr
                 loss = model(x, y)
             scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # true gradients from here on (a no-op without a scaler)
-        if step == 1 or step % hist_every == 0:
+        if step % hist_every == 0:
             history.hist_steps.append(step)
             for name, p in weights.items():
                 history.grad_hists.setdefault(name, []).append(log2_histogram(p.grad))
