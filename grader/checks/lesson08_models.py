@@ -12,6 +12,10 @@ Exercise 8.1 gets small FP16 networks with one drawn module broken; Exercise
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
+
 # Built as FP16 models on the CPU: overflow at 65504 is what the lesson is about.
 BROKEN_MODELS = r'''
 import math as _g08_math
@@ -287,3 +291,15 @@ def load(source: str) -> dict:
     namespace: dict = {"__name__": "lesson08_models"}
     exec(compile(source, "<lesson 08 models>", "exec"), namespace)
     return namespace
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the references on one thread, as the workers do: tiny FP16 kernels on a busy machine
+    spend more time waking a second thread than computing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

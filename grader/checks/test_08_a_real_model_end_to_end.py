@@ -7,7 +7,7 @@ specs and computes the expected answers itself: with forward hooks for
 `first_nonfinite`, and with a real `torch.amp.GradScaler("cpu")` for
 `train_accumulated`. When an answer differs, the message names the first point
 where it does and a likely cause, worked out from what the learner's run shows
-there (see `lesson08_diagnosis`).
+there (see `lesson08_first_nonfinite` and `lesson08_training`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from grader.checkkit import CheckFailed, draw, exercise
-from grader.checks import lesson08_diagnosis as diagnosis
+from grader.checks.lesson08_first_nonfinite import describe_spec, first_nonfinite_trace
 from grader.checks.lesson08_models import FIRST_NONFINITE_DRIVER, TRAINING_DRIVER
+from grader.checks.lesson08_training import compare_training
 
 FIRST, TRAIN = "first_nonfinite", "train_accumulated"
 
@@ -81,8 +82,8 @@ def check_first_nonfinite(learner, specs: list[dict], checked: str, tidy: bool =
                           f"{len(specs)} results", results,
                           cause="first_nonfinite(model, batch) must return a str or None")
     for case, result in zip(specs, results):
-        trace = diagnosis.first_nonfinite_trace(case)
-        shown = diagnosis.describe_spec(case)
+        trace = first_nonfinite_trace(case)
+        shown = describe_spec(case)
         if "raised" in result:
             raise CheckFailed(checked, shown, trace.expected, f"raised {result['raised']}",
                               cause="first_nonfinite raised on this model: outputs may be tensors or "
@@ -157,7 +158,7 @@ def check_training(learner, cases: list[dict], checked: str) -> None:
                           f"{len(cases)} results", results,
                           cause="train_accumulated must return a list with one dict per window")
     for c, got in zip(cases, results):
-        failure = diagnosis.compare_training(c, got, checked)
+        failure = compare_training(c, got, checked)
         if failure is not None:
             raise failure
 

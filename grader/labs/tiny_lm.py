@@ -36,7 +36,6 @@ CORPUS_FILES = ("abc", "bisect", "calendar", "colorsys", "contextlib", "copy", "
                 "textwrap", "types")
 CORPUS_BYTES = 2**18  # 256 KiB: the same length on every Python, whatever the files hold
 FP16_MIN_SUBNORMAL_LOG2 = -24  # 2**-24, FP16's smallest positive value
-FP16_MAX = 65504.0
 
 
 def build_corpus(n_bytes: int = CORPUS_BYTES) -> torch.Tensor:
