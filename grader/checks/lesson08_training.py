@@ -68,7 +68,7 @@ def _replay(case: dict, mistake: str | None) -> dict:
             with torch.autocast("cpu", dtype=dtype):
                 loss = model(x, y)
             scaler.scale(loss if mistake == "no_divide" else loss / k).backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         if clip is not None and mistake == "clip_before_unscale":
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         scaler.unscale_(optimizer)
