@@ -33,8 +33,16 @@ def sha256_text(*parts: str) -> str:
 
 @functools.cache
 def checks_sha256(lesson_id: str) -> str:
-    """The hidden checks' hash, read once per process."""
-    return hashlib.sha256(checks_file(lesson_id).read_bytes()).hexdigest()
+    """The hidden checks' hash, read once per process.
+
+    It covers the checks file and the helper modules it may import, named
+    `lessonNN_*.py` next to it, so an edit to a helper also marks old results stale.
+    """
+    path = checks_file(lesson_id)
+    h = hashlib.sha256(path.read_bytes())
+    for helper in sorted(path.parent.glob(f"lesson{lesson_id[:2]}_*.py")):
+        h.update(b"\0" + helper.name.encode() + b"\0" + helper.read_bytes())
+    return h.hexdigest()
 
 
 def file_sha256(path: Path) -> str:
