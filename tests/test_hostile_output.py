@@ -11,7 +11,8 @@ import pytest
 
 from conftest import run_grader
 from grader.batch import Item
-from grader.class_outputs import gradebook_csv, review_page
+from grader.class_outputs import review_page
+from grader.classbook import write_outputs
 from grader.report import summary
 from grader.results import CheckResult, Report
 from grading_fixtures import Fixture, notebook_for
@@ -84,13 +85,17 @@ def test_grade_prints_the_real_score_whatever_the_exception_message_holds(tmp_pa
     assert "Score: 6 / 10" in proc.stdout and "[  ERROR]" in proc.stdout
 
 
-def test_gradebook_cells_never_start_a_formula_or_a_new_line():
+def test_gradebook_cells_never_start_a_formula_or_a_new_line(tmp_path):
     names = ["=HYPERLINK(\"http://evil.example\",\"10/10\")", "=1+1+cmd|' -c calc'!A0",
              "+SUM(A1)", "-2+3", "@SUM(A1)", "\tx", "carol\n# Review: mallory"]
-    items = [Item(name, Path(f"/subs/{i}.ipynb"), name=f"n{i}") for i, name in enumerate(names)]
+    (tmp_path / "subs").mkdir()
+    items = [Item(name, tmp_path / "subs" / f"{i}.ipynb", name=f"n{i}") for i, name in enumerate(names)]
+    for item in items:
+        item.path.write_text("{}")
     reports = {item: {**_report(), "notices": [f"=cmd|' /C calc'!A0 {i}"], "status": "ungradable"}
                for i, item in enumerate(items)}
-    text = gradebook_csv(items, reports)
+    write_outputs(items, reports, tmp_path / "out")
+    text = (tmp_path / "out" / "gradebook.csv").read_text()
     rows = list(csv.reader(io.StringIO(text)))
     assert len(rows) == 1 + len(names) and len(text.splitlines()) == len(rows)
     for row in rows[1:]:
