@@ -38,8 +38,8 @@ def tiny_notebook(path, *sources):
 def run_in_jupyterlab(kind, *notebooks, out):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "jupyterlab_run.py"), kind, *notebooks,
                            "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
-    verdicts = {line.split()[0]: line.split(None, 5)[5] for line in proc.stdout.splitlines()[1:]
-                if len(line.split()) > 5}
+    verdicts = {line.split()[0]: line.split(None, 6)[6] for line in proc.stdout.splitlines()[1:]
+                if len(line.split()) > 6}
     return proc, verdicts
 
 
