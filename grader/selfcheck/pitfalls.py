@@ -134,7 +134,7 @@ def check_master_weight_sgd(MasterWeightSGD) -> None:
                    [params[0].tolist()], cause="write master.half() into the param in place")
         sc.compare("the optimizer keeps the model's own tensors", True,
                    isinstance(opt.params, list) and len(opt.params) == 1 and opt.params[0] is params[0],
-                   cause="self.params = list(params): the same objects, so the model sees the updates")
+                   cause="keep the tensors you were given (a new list of the same objects), so the model sees the updates")
 
         opt, params, masters, buffers = _run(sc, MasterWeightSGD, [1.0], [[0.25], [0.5]],
                                              lr=0.5, momentum=0.5, dampening=0.5)
