@@ -87,3 +87,73 @@ def check_decode(decode) -> None:
             sc.row(what, expected, got, same_value(expected, got),
                    cause if type(got) is float or got is None else
                    f"return a Python float (got {type(got).__name__}); wrap the result in float(...)")
+
+
+def is_nan_pattern(bits, e: int, m: int, fn: bool) -> bool:
+    """Whether `bits` is a NaN of the format: all-ones exponent and a non-zero mantissa (IEEE-style),
+    or all-ones exponent and mantissa (fn formats), with either sign."""
+    if type(bits) is not int or not 0 <= bits < 1 << (1 + e + m):
+        return False
+    exponent, mantissa = (bits >> m) & ((1 << e) - 1), bits & ((1 << m) - 1)
+    if fn:
+        return exponent == (1 << e) - 1 and mantissa == (1 << m) - 1
+    return exponent == (1 << e) - 1 and mantissa != 0
+
+
+TIES = "a tie (exactly halfway) goes to the neighbour whose mantissa field ends in 0"
+ENCODE_CASES = [
+    # (x, e, m, fn, expected bits, what it shows, likely cause when wrong)
+    (1.0, 5, 10, False, 0x3C00, "FP16 1.0 is 0x3C00", "exponent field = binade + bias; 1.0 has mantissa 0"),
+    (-2.5, 5, 10, False, 0xC100, "FP16 -2.5 is 0xC100 (sign bit set)",
+     "the sign bit is the top bit, 1 << (e + m), set for negative x"),
+    (0.1, 5, 10, False, 0x2E66, "FP16 0.1 rounds to the nearest number, 0x2E66",
+     "0.1 lies in the binade [2^-4, 2^-3), where FP16's spacing is 2^-14: round 0.1 / 2^-14 to the "
+     "nearest integer, not down"),
+    (65519.0, 5, 10, False, 0x7BFF, "FP16 65519 rounds down to the max, 65504 (0x7BFF)",
+     "below the midpoint 65520 the nearest number is 65504, which is finite"),
+    (65520.0, 5, 10, False, 0x7C00, "FP16 65520, the midpoint above max, is inf (0x7C00)",
+     "a tie above max goes to the even neighbour 2^16, which the format lacks: inf"),
+    (1 + 2.0 ** -11, 5, 10, False, 0x3C00, "FP16 1 + 2^-11 (a tie) rounds to even: 1.0", TIES),
+    (1 + 3 * 2.0 ** -11, 5, 10, False, 0x3C02, "FP16 1 + 3*2^-11 (a tie) rounds to even: 0x3C02", TIES),
+    (2.0 ** -24, 5, 10, False, 0x0001, "FP16 2^-24 is the smallest subnormal, 0x0001",
+     "below 2^-14 the spacing stays 2^-24: the exponent field is 0 and the mantissa counts spacings"),
+    (1.5 * 2.0 ** -25, 5, 10, False, 0x0001, "FP16 1.5*2^-25 rounds up to 2^-24",
+     "subnormals round on the fixed grid of spacing 2^-24, to nearest"),
+    (2.0 ** -25, 5, 10, False, 0x0000, "FP16 2^-25 (a tie with zero) rounds to +0.0", TIES + " (zero is even)"),
+    (-1e-30, 5, 10, False, 0x8000, "FP16 -1e-30 underflows to -0.0 (0x8000)",
+     "keep the sign bit when the result is zero"),
+    (-0.0, 5, 10, False, 0x8000, "FP16 -0.0 is 0x8000",
+     "-0.0 has its sign bit set: math.copysign(1.0, x) < 0 tells it from 0.0, x < 0 does not"),
+    (-math.inf, 5, 10, False, 0xFC00, "FP16 -inf is 0xFC00", "all-ones exponent, mantissa 0, sign bit set"),
+    (1 / 3, 8, 7, False, 0x3EAB, "BF16 1/3 rounds to 0x3EAB", "use the e and m you are given, not FP16's"),
+    (61440.0, 5, 2, False, 0x7C, "E5M2 61440, the midpoint above max, is inf (0x7C)",
+     "IEEE-style formats overflow from the midpoint above max, ties included"),
+    (448.0, 4, 3, True, 0x7E, "E4M3fn 448 is its max, 0x7E",
+     "fn=True: the all-ones exponent field holds numbers; only mantissa all ones is NaN"),
+    (1000.0, 4, 3, True, 0x7E, "E4M3fn 1000 saturates to 448 (0x7E)",
+     "fn=True: every magnitude above max saturates to max, as torch 2.13 casts"),
+    (-math.inf, 4, 3, True, 0xFE, "E4M3fn -inf saturates to -448 (0xFE)",
+     "fn formats have no inf: +-inf saturates to +-max"),
+    (3.0, 2, 1, False, 0b0101, "e=2, m=1: 3.0 is 0b0101", "use the e and m you are given"),
+]
+
+
+def _encode_call(encode, x: float, e: int, m: int, fn: bool):
+    """A call as the lesson writes it: fn is passed (by keyword) only for fn formats."""
+    return (lambda: encode(x, e, m, fn=True)) if fn else (lambda: encode(x, e, m))
+
+
+def check_encode(encode) -> None:
+    with SelfCheck("encode") as sc:
+        for x, e, m, fn, expected, what, cause in ENCODE_CASES:
+            got = sc.call(_encode_call(encode, x, e, m, fn))
+            shown = f"{got:#x}" if type(got) is int else got
+            sc.row(what, f"{expected:#x}", shown, type(got) is int and got == expected,
+                   cause if type(got) is int else
+                   f"return a Python int (got {type(got).__name__}), the bit pattern")
+        for e, m, fn, name in [(5, 10, False, "FP16"), (4, 3, True, "E4M3fn")]:
+            got = sc.call(_encode_call(encode, math.nan, e, m, fn))
+            sc.row(f"{name} NaN gives a NaN pattern", "a NaN pattern",
+                   f"{got:#x}" if type(got) is int else got, is_nan_pattern(got, e, m, fn),
+                   "NaN: all-ones exponent with a non-zero mantissa" if not fn else
+                   "fn formats have one NaN per sign: exponent and mantissa all ones")
