@@ -316,9 +316,9 @@ def _scale_cause(stats: list[dict], headroom: float, got) -> str:
         return 'return a dict with the keys "scale", "limited_by" and "underflowing"'
     scale = got["scale"]
     if type(scale) is not float:
-        return (f'"scale" is {"an" if type(scale).__name__[0] in "aeiou" else "a"} {type(scale).__name__}; '
-                "return a Python float: 2 ** k is an int "'
-                "for k >= 0, while 2.0 ** k or math.ldexp(1.0, k) is always a float")
+        name = type(scale).__name__
+        return (f'"scale" is {"an" if name[0] in "aeiou" else "a"} {name}; return a Python float: '
+                "2 ** k is an int for k >= 0, while 2.0 ** k or math.ldexp(1.0, k) is always a float")
     if not _is_power_of_two(scale):
         return ("S is not a power of two: round the exponent k to an integer and return 2.0 ** k; "
                 "a power of two scales and unscales FP16 gradients without rounding")
