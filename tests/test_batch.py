@@ -78,15 +78,15 @@ def test_every_learner_gets_one_row_with_a_clear_status(graded):
     out, _ = graded
     rows = _gradebook(out)
     assert sorted(rows) == ["ada", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ivy", "jon"]
-    assert rows["ada"]["total"] == "10" and rows["ada"]["status"] == "graded"
+    assert rows["ada"]["total"] == "20" and rows["ada"]["status"] == "graded"
     assert rows["bob"]["03_loss_scaling/scale_gradients"] == "4"
     assert rows["bob"]["04_dynamic_loss_scaling/DynamicLossScaler"] == "0"
     for learner, says in [("cy", "not valid JSON"), ("dee", "v3"), ("eve", "empty"), ("fay", "binary")]:
         assert rows[learner]["status"] == "ungradable" and says in rows[learner]["notes"]
-    assert rows["gus"]["total"] == "10"
-    assert rows["hal"]["03_loss_scaling/has_overflow"] == "0" and rows["hal"]["total"] == "7"
+    assert rows["gus"]["total"] == "20"
+    assert rows["hal"]["03_loss_scaling/has_overflow"] == "0" and rows["hal"]["total"] == "17"
     assert rows["ivy"]["03_loss_scaling/unscale_gradients"] == "0"
-    assert rows["jon"]["03_loss_scaling/scale_gradients"] == "0" and rows["jon"]["total"] == "6"
+    assert rows["jon"]["03_loss_scaling/scale_gradients"] == "0" and rows["jon"]["total"] == "16"
 
 
 def test_each_file_has_a_report_in_the_foundation_schema(graded, class_folder):
