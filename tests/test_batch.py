@@ -118,7 +118,7 @@ def test_a_second_run_skips_unchanged_files_and_regrades_changed_ones(graded, cl
     shutil.copy(FIXTURE["wrong-sign"], class_folder / "ada.ipynb")
     proc = run_grader("grade-class", str(class_folder), "--out", str(out))
     assert "1 graded now, 10 unchanged" in proc.stdout
-    assert _gradebook(out)["ada"]["total"] == "7"
+    assert _gradebook(out)["ada"]["total"] == "17"
 
 
 def test_a_batch_killed_mid_run_completes_on_rerun_with_every_result_once(tmp_path):
@@ -151,7 +151,7 @@ def test_regrade_reproduces_a_report_from_its_receipt(tmp_path):
     submission = FIXTURE["wrong-sign"]
     assert run_grader("grade", str(submission), "--json", str(report), "--seed", "11").returncode == 0
     proc = run_grader("regrade", str(report), str(submission))
-    assert proc.returncode == 0 and "Reproduced: identical result, 7 / 10 (seed 11)" in proc.stdout
+    assert proc.returncode == 0 and "Reproduced: identical result, 17 / 20 (seed 11)" in proc.stdout
     proc = run_grader("regrade", str(report), str(FIXTURE["correct"]))
     assert proc.returncode == 2 and "not the submission that was graded" in proc.stderr
 
