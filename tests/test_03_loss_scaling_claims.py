@@ -59,6 +59,8 @@ def test_a_weight_gradient_sets_the_static_scale_and_the_activations_alone_overf
     # Far enough from the bound that another CPU's last bits cannot move the power of two.
     assert S * headroom * top["max_abs"] < 65504 * 0.999 and 2 * S * headroom * top["max_abs"] > 65504 * 1.001
     assert S_act * top_activation["max_abs"] < 65504 * 0.999 < 65504 * 1.001 < S_act * top["max_abs"]
+    with_headroom = ns["choose_static_scale"]([s for s in stats if s["kind"] == "activation"], headroom)["scale"]
+    assert with_headroom == 2.0**18 and 4 < 65504 / (with_headroom * top["max_abs"]) < 5  # "only about 4x"
     assert ns["choice"]["underflowing"] == []
     assert all(S * s["low_abs"] > 2.0**-25 * 1.001 for s in stats)   # "every 1 % quantile stays above"
 
@@ -74,7 +76,9 @@ def test_the_measured_sweep_and_the_real_backward_pass_agree_and_print_stably():
         assert _near(every, 65520.0, k) == 0                          # the overflow counts are exact
     assert 0.0005 < ns["under"][k_static] < 0.0015                    # "about 0.1 % are lost"
     assert 0.13 < ns["under_late"][k_static] < 0.17                   # "about 15 %" later
-    assert ns["over"][k_static] == 0 and ns["over"][21] > 0           # first overflow right above 2^20
+    assert ns["over"][k_static] == 0 and ns["over"][20] == 0 < ns["over"][21]  # first overflow at 2^21...
+    first = ns["measure_scale"](ns["grads32"], 2.0**21)
+    assert [name for name, c in first.items() if c["overflow"]] == ["6.bias"]   # ... in 6.bias
     total = len(torch.cat([ns["grads32"][name] for name in ns["ALL"]]))
     rows = {s: ns["fp16_gradient_stats"](s) for s in (1.0, 2.0**10, ns["S_static"], ns["S_activations"])}
     for zero, _, off in rows.values():
