@@ -120,3 +120,18 @@ def test_the_loss_scaled_step_keeps_what_the_prose_says_and_runs_again_the_same(
             exec(_step_cell(), namespace)
         outputs.append(out.getvalue())
     assert outputs[0] == outputs[1] and "skipped" in outputs[0]
+
+
+@pytest.mark.parametrize("exercise, mistake", [("choose_static_scale", "activations_only"),
+                                               ("choose_static_scale", "clamps_scale_at_one"),
+                                               ("measure_scale", "overflow_above_65504"),
+                                               ("measure_scale", "counts_true_zeros_as_lost")])
+def test_the_public_self_checks_flag_a_wrong_answer_with_a_cause(exercise, mistake, capsys):
+    from grader.selfcheck import loss_scaling
+
+    source = (SOLUTIONS.parent / "tests" / "fixtures" / "wrong" / "03_loss_scaling" / exercise / f"{mistake}.py")
+    namespace = {"math": math, "torch": torch}
+    exec(source.read_text(encoding="utf-8"), namespace)
+    getattr(loss_scaling, f"check_{exercise}")(namespace[exercise])
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "Likely cause" in out and "Traceback" not in out
