@@ -2,7 +2,7 @@
 
 `python tests/grading_fixtures.py` writes them to tests/fixtures/grading/;
 tests/test_grading_fixtures.py checks the files are current and grades each one.
-A fixture replaces one exercise's cell; the other two stay correct, so every
+A fixture replaces one exercise's cell; the others stay correct, so every
 fixture also proves that the other exercises are still graded.
 """
 
@@ -26,8 +26,31 @@ CORRECT = {
     "has_overflow": (
         "def has_overflow(grads: list[float]) -> bool:\n"
         "    return any(not math.isfinite(g) for g in grads)\n"),
+    "choose_static_scale": (
+        "def choose_static_scale(grad_stats, headroom=8.0):\n"
+        "    tops = [s['max_abs'] for s in grad_stats]\n"
+        "    if not tops or not all(math.isfinite(t) for t in tops) or max(tops) == 0:\n"
+        "        raise ValueError('need finite max_abs values, not all 0')\n"
+        "    scale = 2.0 ** math.floor(math.log2(65504 / (headroom * max(tops))))\n"
+        "    while scale * headroom * max(tops) > 65504:\n"
+        "        scale /= 2\n"
+        "    while 2 * scale * headroom * max(tops) <= 65504:\n"
+        "        scale *= 2\n"
+        "    return {'scale': scale, 'limited_by': grad_stats[tops.index(max(tops))]['name'],\n"
+        "            'underflowing': [s['name'] for s in grad_stats\n"
+        "                             if s['low_abs'] > 0 and scale * s['low_abs'] <= 2.0 ** -25]}\n"),
+    "measure_scale": (
+        "def measure_scale(grads, scale):\n"
+        "    out = {}\n"
+        "    for name, g in grads.items():\n"
+        "        h = (g * scale).to(torch.float16)\n"
+        "        out[name] = {'numel': g.numel(), 'underflow': int(((g != 0) & (h == 0)).sum()),\n"
+        "                     'subnormal': int(((h != 0) & (h.abs() < 2.0 ** -14)).sum()),\n"
+        "                     'overflow': int(h.isinf().sum())}\n"
+        "    return out\n"),
 }
-FULL = {"scale_gradients": 4.0, "unscale_gradients": 3.0, "has_overflow": 3.0}
+FULL = {"scale_gradients": 4.0, "unscale_gradients": 3.0, "has_overflow": 3.0,
+        "choose_static_scale": 6.0, "measure_scale": 4.0}
 
 
 @dataclass

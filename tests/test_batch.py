@@ -79,13 +79,13 @@ def test_every_learner_gets_one_row_with_a_clear_status(graded):
     out, _ = graded
     rows = _gradebook(out)
     assert sorted(rows) == ["ada", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ivy", "jon"]
-    assert rows["ada"]["total"] == "10" and rows["ada"]["status"] == "graded"
+    assert rows["ada"]["total"] == "20" and rows["ada"]["status"] == "graded"
     assert rows["bob"]["03_loss_scaling/scale_gradients"] == "4"
     assert rows["bob"]["04_dynamic_loss_scaling/DynamicLossScaler"] == "0"
     for learner, says in [("cy", "not valid JSON"), ("dee", "v3"), ("eve", "empty"), ("fay", "binary")]:
         assert rows[learner]["status"] == "ungradable" and says in rows[learner]["notes"]
-    assert rows["gus"]["total"] == "10"
-    assert rows["hal"]["03_loss_scaling/has_overflow"] == "0" and rows["hal"]["total"] == "7"
+    assert rows["gus"]["total"] == "20"
+    assert rows["hal"]["03_loss_scaling/has_overflow"] == "0" and rows["hal"]["total"] == "17"
     assert rows["ivy"]["03_loss_scaling/unscale_gradients"] == "0"
     # A duplicated, deleted or markdown-ified exercise cell: its own status, and the notes say what happened.
     assert rows["gus"]["status"] == rows["hal"]["status"] == rows["ivy"]["status"] == "cells-changed"
@@ -94,7 +94,7 @@ def test_every_learner_gets_one_row_with_a_clear_status(graded):
     assert "back to a code cell" in rows["ivy"]["notes"]
     course = sum(sum(check_points(lesson).values()) for lesson in lesson_ids())
     assert rows["ada"]["max_total"] == rows["bob"]["max_total"] == f"{course:g}"  # the course's, not the batch's
-    assert rows["jon"]["03_loss_scaling/scale_gradients"] == "0" and rows["jon"]["total"] == "6"
+    assert rows["jon"]["03_loss_scaling/scale_gradients"] == "0" and rows["jon"]["total"] == "16"
 
 
 def test_each_file_has_a_report_in_the_foundation_schema(graded, class_folder):
@@ -126,7 +126,7 @@ def test_a_second_run_skips_unchanged_files_and_regrades_changed_ones(graded, cl
     shutil.copy(FIXTURE["wrong-sign"], class_folder / "ada.ipynb")
     proc = run_grader("grade-class", str(class_folder), "--out", str(out))
     assert "1 graded now, 10 unchanged" in proc.stdout
-    assert _gradebook(out)["ada"]["total"] == "7"
+    assert _gradebook(out)["ada"]["total"] == "17"
 
 
 def test_a_batch_killed_mid_run_completes_on_rerun_with_every_result_once(tmp_path):
@@ -159,7 +159,7 @@ def test_regrade_reproduces_a_report_from_its_receipt(tmp_path):
     submission = FIXTURE["wrong-sign"]
     assert run_grader("grade", str(submission), "--json", str(report), "--seed", "11").returncode == 0
     proc = run_grader("regrade", str(report), str(submission))
-    assert proc.returncode == 0 and "Reproduced: identical result, 7 / 10 (seed 11)" in proc.stdout
+    assert proc.returncode == 0 and "Reproduced: identical result, 17 / 20 (seed 11)" in proc.stdout
     proc = run_grader("regrade", str(report), str(FIXTURE["correct"]))
     assert proc.returncode == 2 and "not the submission that was graded" in proc.stderr
 

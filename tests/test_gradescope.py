@@ -155,17 +155,17 @@ def test_run_autograder_grades_a_submission_end_to_end(tmp_path):
     data = json.loads((root / "results" / "results.json").read_text())
     assert validate_results(data) == []
     graded = [t for t in data["tests"] if t["name"].startswith(LESSON)]
-    assert len(graded) == 10 and all(t["status"] == "passed" for t in graded), \
+    assert len(graded) == 18 and all(t["status"] == "passed" for t in graded), \
         [t["output"] for t in graded if t["status"] != "passed"]
-    assert data["score"] == sum(t["max_score"] for t in graded) == 10
+    assert data["score"] == sum(t["max_score"] for t in graded) == 20
     [bad] = [t for t in data["tests"] if "notes.ipynb" in t["name"]]
     assert bad["status"] == "failed" and "not a notebook" in bad["output"]
     assert str(root) not in bad["output"]  # the learner sees their file's name, not our paths
     assert list(data["extra_data"]["receipts"]) == [LESSON]
     assert "3 files; counted" in data["output"] and "the better score decides" in data["output"]
-    assert "graded older/attempt.ipynb: 03_loss_scaling 6/10" in proc.stdout
+    assert "graded older/attempt.ipynb: 03_loss_scaling 16/20" in proc.stdout
     if _isolated():  # the workers cannot see the course source, the uploads or the results
-        assert "graded older/spy.ipynb: 03_loss_scaling 10/10" in proc.stdout, proc.stdout
+        assert "graded older/spy.ipynb: 03_loss_scaling 20/20" in proc.stdout, proc.stdout
 
 
 def _isolated() -> bool:

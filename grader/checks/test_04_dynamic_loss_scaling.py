@@ -72,13 +72,21 @@ def __grader_04_state_dicts(cases):
 
 
 def __grader_04_unscale(cases):
-    """Unscale each (scale, grads); report the result, input mutation and the scale after."""
+    """Unscale each (scale, grads); report the result, input mutation and the scale after.
+
+    A raise other than NotImplementedError is reported per case, as {"raised": ...}, so that
+    one case (say, scale 0.0) can be explained without losing the others."""
     out = []
     for scale, grads in cases:
         scaler = DynamicLossScaler(init_scale=scale)
         before = scaler.scale
         kept = [repr(g) for g in grads]
-        result = scaler.unscale(grads)
+        try:
+            result = scaler.unscale(grads)
+        except NotImplementedError:
+            raise
+        except Exception as exc:
+            result = {"raised": type(exc).__name__, "message": str(exc)[:200]}
         mutated = [repr(g) for g in grads] != kept
         out.append((result, mutated, before, scaler.scale))
     return out
@@ -141,17 +149,20 @@ def gradscaler_state_dict(kwargs: dict, found_infs: list[bool], state: dict | No
 
 
 def gradscaler_unscale(scale: float, grads: list[float]) -> tuple[list[float], bool]:
-    """GradScaler.unscale_ on float32 grads; found_inf read back through update()."""
+    """GradScaler.unscale_ on float32 grads; found_inf read back through update().
+
+    update() resets the tracker to 0 exactly when unscale_ saw an inf or NaN, and counts a
+    clean update otherwise; the scale itself would not tell at 0.0, where a backoff keeps it.
+    """
     param = torch.nn.Parameter(torch.zeros(len(grads)))
     opt = ParamGroups(param)
     scaler = torch.amp.GradScaler("cpu", init_scale=scale, growth_interval=2**30)
     scaler.scale(torch.ones(()))
-    before = scaler.get_scale()
     param.grad = torch.tensor(grads, dtype=torch.float32)
     scaler.unscale_(opt)
     values = param.grad.tolist()
-    scaler.update()  # backs off exactly when unscale_ saw an inf or NaN
-    return values, scaler.get_scale() != before
+    scaler.update()
+    return values, scaler.state_dict()["_growth_tracker"] == 0
 
 
 # --- rendering and diagnosis ------------------------------------------------------------
@@ -421,6 +432,9 @@ def _state_cause(expected: dict, out, learner_scale, expected_scale, updated: bo
     if type(out[k]) is not type(expected[k]):
         return (f"state_dict()[{k!r}] is a {type(out[k]).__name__}; GradScaler gives a Python "
                 f"{type(expected[k]).__name__} (convert with float(...) or int(...))")
+    if k in ("growth_interval", "growth_factor", "backoff_factor") and not updated:
+        return (f"load_state_dict must restore {k} from the dict, as GradScaler.load_state_dict does: "
+                "the checkpoint's value replaces the one given to the constructor")
     if k == "scale" and not updated:
         return ("load_state_dict must store the scale as np.float32(state_dict['scale']), as "
                 "GradScaler does, so state_dict() gives back the float32 value")
@@ -475,7 +489,7 @@ def test_load_state_dict_continues_like_gradscaler(learner, seed):
     """A scaler that loads a GradScaler's state_dict continues exactly like that GradScaler."""
     specs = draw(load_specs, n=6, seed=seed, key="04.load")
     ahead = gradscaler_state_dict({"init_scale": 2.0**10, "growth_interval": 10}, [False] * 7)
-    ahead["growth_interval"] = 3  # resumed with a shorter interval: the tracker is already past it
+    ahead["growth_interval"] = 3  # resumed, then set_growth_interval(3): the tracker is already past it
     states = [
         (gradscaler_state_dict({"init_scale": 4.0, "growth_interval": 3}, [False] * 4),
          [False, False, True, False, False, False]),
@@ -495,23 +509,33 @@ def test_load_state_dict_continues_like_gradscaler(learner, seed):
 
 
 def _unscale_cause(scale: float, grads: list[float], expected: list[float], got: list[float]) -> str:
-    inv32 = np.float32(1.0 / f32(scale))
     g32 = np.asarray(grads, dtype=np.float32)
     with np.errstate(all="ignore"):
+        inv32 = np.float32(np.float64(1.0) / np.float64(f32(scale)))  # inf at scale 0.0, as in PyTorch
         variants = [
             ((g32 / np.float32(scale)).astype(np.float32).tolist(),
              "divided by the scale in float32; PyTorch multiplies by inv = float32(1/scale)"),
-            ([f32(g / scale) for g in grads],
+            ([f32(np.float64(g) / np.float64(scale)) for g in grads],
              "divided in double, then rounded; PyTorch multiplies by inv = float32(1/scale)"),
-            ([g / scale for g in grads], "divided in double and never rounded to float32"),
+            ([float(np.float64(g) / np.float64(scale)) for g in grads],
+             "divided in double and never rounded to float32"),
             ([float(g) * float(inv32) for g in g32],
              "the product g * inv was not rounded to float32: multiply float32 by float32"),
         ]
     for values, cause in variants:
         if same_floats(values, got) and not same_floats(expected, values):
             return cause
-    return ("round each grad to float32, multiply by inv = np.float32(1.0 / float(scale)) in "
-            "float32, return Python floats (.tolist())")
+    return ("round each grad to float32, multiply by inv = float32(1/scale) (the reciprocal taken "
+            "in double) in float32, return Python floats (.tolist())")
+
+
+def _raised_cause(scale: float, result: dict) -> str:
+    if scale == 0.0 and result.get("raised") == "ZeroDivisionError":
+        return ("Python's 1.0 / 0.0 raises, but GradScaler reaches scale 0.0 after enough backoffs and "
+                "takes the reciprocal of its float32 scale as a double tensor, where 1/0 is inf: "
+                "compute the reciprocal in NumPy (np.float64), so inv is inf, nonzero grads become "
+                "+-inf and zeros NaN, and found_inf still reflects only the incoming grads")
+    return "unscale must not raise for a finite, non-negative scale and a list of float32 grads"
 
 
 def _plain_unscale_result(result):
@@ -539,6 +563,9 @@ def check_unscale_batch(learner, cases: list[tuple], checked: str, part: str) ->
         exp_values, exp_found = gradscaler_unscale(scale, grads)
         expected = (exp_values, exp_found)
         case = f"DynamicLossScaler(init_scale={scale!r}).unscale({render(grads)})"
+        if type(result) is dict and "raised" in result:
+            raise CheckFailed(checked, case, expected, f"{result.get('raised')}: {result.get('message')}",
+                              cause=_raised_cause(scale, result))
         if not after == before:
             raise CheckFailed(checked, case + " then .scale", before, after,
                               cause="unscale must not change the scale; only update() does")
@@ -556,8 +583,8 @@ def check_unscale_batch(learner, cases: list[tuple], checked: str, part: str) ->
                     cause = "NaN must set found_inf too: test each grad with math.isfinite (or np.isfinite)"
                 elif not exp_found and not all(math.isfinite(v) for v in exp_values):
                     cause = ("found_inf is checked on the incoming grads, before multiplying: here "
-                             "finite grads overflow when unscaled by a tiny scale, and PyTorch does "
-                             "not flag them")
+                             "finite grads become inf or NaN when unscaled by a tiny or zero scale, "
+                             "and PyTorch does not flag them")
                 else:
                     cause = "found_inf is True exactly when some incoming grad is inf or NaN"
                 raise CheckFailed(checked, case, expected, result, cause)
@@ -586,6 +613,20 @@ def test_unscale_matches_gradscaler_bit_for_bit(learner, seed):
     cases += draw(unscale_specs, n=80, seed=seed, key="04.unscale")
     check_unscale_batch(learner, cases, "unscale(grads) equals float32(g) * float32(1/scale) for "
                                         "every grad, as GradScaler.unscale_ computes it", "values")
+
+
+@exercise(EXERCISE, points=1)
+def test_unscale_at_scale_zero_multiplies_by_inf_like_gradscaler(learner):
+    """At scale 0.0 (150 halvings from 1.0) inv is inf: grads become +-inf or NaN, found_inf stays False."""
+    cases = [(0.0, [5.0, -7.0, 0.0, -0.0]), (0.0, [1e-45, -65504.0, 1.0]), (0.0, []),
+             (0.0, [0.0, math.inf]), (0.0, [math.nan, 1.0]),
+             # Not zero, but 1/scale overflows float32: inv is inf here too, with no division by zero.
+             (2.0**-149, [1.0, 0.0, -3.5]), (1e-40, [2.0, -0.0])]
+    check_unscale_batch(learner, cases, "unscale(grads) at a zero or subnormal scale equals "
+                                        "GradScaler.unscale_'s inf and NaN products, and its found_inf",
+                        "values")
+    check_unscale_batch(learner, cases, "unscale(grads) at a zero or subnormal scale sets found_inf only "
+                                        "for an incoming inf or NaN", "flags")
 
 
 @exercise(EXERCISE, points=1)

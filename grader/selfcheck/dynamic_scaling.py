@@ -103,6 +103,11 @@ def _check_unscale(DynamicLossScaler) -> bool:
                    cause="NaN is not finite either: test with math.isfinite / np.isfinite")
         sc.compare("unscale does not change the scale", 8.0, sc.call(lambda: s.scale),
                    cause="only update() changes the scale")
+        s = sc.call(DynamicLossScaler, init_scale=0.0)
+        sc.compare("scale 0.0: inv is inf, found_inf stays False", ([INF, NAN], False),
+                   sc.call(s.unscale, [0.5, 0.0]),
+                   cause="GradScaler reaches scale 0.0 and takes 1/0 in double, which is inf, not an "
+                         "error; 0.5 * inf is inf and 0 * inf is NaN, but the incoming grads were finite")
     return sc.passed
 
 
