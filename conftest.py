@@ -8,10 +8,13 @@ in SPREAD, and the lesson claim tests, hold slow, independent items and are
 dealt out one item at a time instead.
 """
 
+import pytest
+
 SPREAD = ("tests/test_portability.py", "tests/test_learner_notebooks_run.py",
           "tests/test_grading_fixtures.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: absent when it is not loaded
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 

@@ -238,7 +238,7 @@ def _feedback(args) -> int:
 
 
 def _refresh(args) -> int:
-    from grader.portability import differing_cells
+    from grader.portability import PortabilityError, differing_cells
     from grader.refresh import RefreshError, official_solution, refresh
 
     try:  # refresh runs every cell with full access: only the course's own lessons may run here
@@ -249,7 +249,12 @@ def _refresh(args) -> int:
     portable = True
     for path in paths:
         print(f"{path}: ran in {refresh(path):.1f} s; checking that its outputs hold on other CPUs…")
-        for difference in differing_cells(path):
+        try:
+            differences = differing_cells(path)
+        except PortabilityError as exc:
+            print(f"{path}: the portability check could not run: {exc}", file=sys.stderr)
+            return 1
+        for difference in differences:
             portable = False
             print(f"{path}: not portable: {difference}\n{difference.detail}", file=sys.stderr)
     if not portable:

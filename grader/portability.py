@@ -30,6 +30,10 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
+class PortabilityError(RuntimeError):
+    """The check itself could not run (a broken notebook path, a pytest usage error)."""
+
+
 @dataclass(frozen=True)
 class Difference:
     variant: str
@@ -77,7 +81,11 @@ def differing_cells(notebook: Path, variants: dict[str, dict[str, str]] = VARIAN
         args = [str(notebook), "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--nbval",
                 "--nbval-current-env", "--nbval-sanitize-with", str(SANITIZE),
                 "--nbval-cell-timeout", "120", "--rootdir", str(COURSE_ROOT), "-c", os.devnull]
-        with _environment(changes), contextlib.redirect_stdout(io.StringIO()):
-            pytest.main(args, plugins=[plugin])
+        with _environment(changes), contextlib.redirect_stdout(io.StringIO()) as printed:
+            code = pytest.main(args, plugins=[plugin])
+        if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            # A check that could not run must never read as "no difference".
+            raise PortabilityError(f"nbval could not run {notebook} under {name} (pytest exit code "
+                                   f"{int(code)}):\n{printed.getvalue()[-2000:]}")
         found += plugin.found
     return found

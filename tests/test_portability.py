@@ -40,8 +40,8 @@ def _notebook(tmp_path, source: str):
                                                              "display_name": "Python 3"}})
     path = tmp_path / "probe.ipynb"
     nbformat.write(nb, path)
-    from grader.refresh import refresh
-    refresh(path)  # store this machine's output, as an author would
+    from grader.refresh import execute
+    nbformat.write(execute(path)[0], path)  # store this machine's output, as refresh does
     return path
 
 
@@ -57,3 +57,9 @@ def test_a_cell_that_prints_rounded_casts_passes(tmp_path):
     path = _notebook(tmp_path, "import torch\n"
                                "print(torch.tensor([0.1, 65519.0, 1e-8]).half().tolist())")
     assert differing_cells(path) == []
+
+
+def test_a_check_that_cannot_run_is_an_error_not_a_pass(tmp_path):
+    from grader.portability import PortabilityError
+    with pytest.raises(PortabilityError, match="could not run"):
+        differing_cells(tmp_path / "missing.ipynb")
