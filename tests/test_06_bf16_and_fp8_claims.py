@@ -115,3 +115,14 @@ def test_with_a_current_scale_e4m3_gradients_beat_e5m2_even_when_e4m3_flushes_a_
     spread = ns["grad_outs"]["spread over 2^-30..1"]
     flushed = float((ns["quantize_current"](spread, torch.float8_e4m3fn)[0].float() == 0).float().mean())
     assert 0.3 < flushed < 0.45
+
+
+def test_ml_dtypes_rounds_e4m3_overflow_to_448_up_to_464_and_to_nan_beyond():
+    """The behaviour of the cast before PyTorch PR #178817, as ml_dtypes still has it
+    (runs where ml_dtypes is installed, e.g. next to JAX)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    import numpy as np
+
+    values = np.array([449.0, 464.0, 464.5, 1000.0, np.inf], dtype=np.float32)
+    cast = values.astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    assert cast[:2].tolist() == [448.0, 448.0] and np.isnan(cast[2:]).all()
