@@ -61,7 +61,7 @@ EOF
 } 2>&1 | tee "$OUT/env.txt"
 
 echo "== benchmarks/amp_speed.py"
-timeout 120 "$PY" benchmarks/amp_speed.py --json "$OUT/amp_speed.json" 2>&1 | tee "$OUT/amp_speed.txt"
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" timeout 120 "$PY" benchmarks/amp_speed.py --json "$OUT/amp_speed.json" 2>&1 | tee "$OUT/amp_speed.txt"
 rc=${PIPESTATUS[0]}
 if [ "$rc" -ne 0 ]; then echo "amp_speed.py exited with $rc" | tee -a "$OUT/amp_speed.txt"; status=1; fi
 

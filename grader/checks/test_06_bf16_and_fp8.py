@@ -1,6 +1,8 @@
-"""Hidden checks for lesson 06: `fp8_scale` (3 pts) and `quantize_fp8` (5 pts).
+"""Hidden checks for lesson 06: `fp8_scale` (4 pts), `quantize_fp8` (5 pts) and
+`FP8LinearFunction` (9 pts).
 
-Expected values come from references in this file. `quantize_fp8` is compared
+Expected values for the first two come from references in this file; those of
+FP8LinearFunction from grader/checks/reference_06.py. `quantize_fp8` is compared
 bit for bit with "scale, clamp to +-fp8_max, cast" on float32 inputs and
 power-of-two scales, so the float32 product is exact whatever order the learner
 multiplies in, and the comparison never depends on how a PyTorch version casts
@@ -16,6 +18,7 @@ import torch
 from hypothesis import strategies as st
 
 from grader.checkkit import CheckFailed, call_text, draw, exercise, fail_case
+from grader.checks.reference_06 import check_linear, linear_cases
 
 FP8 = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
 FP8_MAX = {"e4m3": 448.0, "e5m2": 57344.0}
@@ -37,13 +40,18 @@ def _fp8_quant_probe(x, scale, fmt):
 # -- fp8_scale --------------------------------------------------------------------
 
 
+FP32_MAX = torch.finfo(torch.float32).max
+
+
 def ref_fp8_scale(history: list, fp8_max: float, margin: int = 0) -> float:
     if any(math.isnan(a) for a in history):
         return 1.0
     amax = max(history, default=0.0)
-    if math.isfinite(amax) and amax > 0.0:
-        return (fp8_max / amax) / 2**margin
-    return 1.0
+    if not (math.isfinite(amax) and amax > 0.0):
+        return 1.0
+    if fp8_max / amax > FP32_MAX:  # TE computes in float32, where this is inf, then caps it
+        return FP32_MAX
+    return (fp8_max / amax) / 2**margin
 
 
 _RULE = ("amax is the largest entry of the history; if it is finite and > 0 return "
@@ -71,6 +79,14 @@ def _scale_cause(args: tuple, value: float, default: str) -> str:
     if finite and all(a > 0 for a in finite):
         guesses.append((ref_fp8_scale([sum(finite) / len(finite)], fp8_max, margin),
                         "you used the mean of the history; take its maximum."))
+    if finite and all(a > 0 for a in finite) and fp8_max / max(finite) > FP32_MAX:
+        guesses.append((fp8_max / max(finite), "fp8_max / amax is larger than any float32 here: return "
+                                              "torch.finfo(torch.float32).max instead, as TE does."))
+        guesses.append(((fp8_max / max(finite)) / 2**margin,
+                        "fp8_max / amax is larger than any float32 here: return float32's max, "
+                        "whatever the margin (TE's float32 quotient is already inf)."))
+        guesses.append((FP32_MAX / 2**margin, "the cap is float32's max itself; the margin does not "
+                                              "apply to a capped scale."))
     if margin:
         guesses.append((ref_fp8_scale(history, fp8_max, 0),
                         "the margin was ignored: divide the scale by 2**margin."))
@@ -93,7 +109,7 @@ def _check_scales(learner, cases, what: str, cause: str):
         if type(value) is not float:
             raise CheckFailed("fp8_scale returns a Python float", call_text("fp8_scale", args),
                               expected, value, cause="return float(...), not a tensor or numpy value.")
-        if not (value == expected or math.isclose(value, expected, rel_tol=1e-12)):
+        if not (value == expected or (math.isfinite(value) and math.isclose(value, expected, rel_tol=1e-12))):
             raise CheckFailed(what, call_text("fp8_scale", args), expected, value,
                               cause=_scale_cause(args, value, cause))
         if not kept:
@@ -133,6 +149,20 @@ def test_zero_inf_or_nan_amax_gives_scale_one(learner, seed):
                   cause="check for NaN in every entry (Python's max() skips a NaN that is not first, "
                         "so max([2.0, nan]) is 2.0), then return 1.0 unless amax is finite and > 0; "
                         "an empty history has amax 0.")
+
+
+@exercise("fp8_scale", points=1)
+def test_a_scale_beyond_float32_is_capped_at_float32_max(learner, seed):
+    """When fp8_max / amax exceeds float32's range, the scale is float32's largest value."""
+    tiny = draw(st.floats(min_value=1e-320, max_value=1e-36), n=20, seed=seed, key="06.tiny")
+    cases = [([1e-310], 448.0, 0), ([1e-310, 0.0], 57344.0, 2), ([1e-36], 448.0, 1),
+             ([2.0**-126], 448.0, 0), ([1e-35], 448.0, 0), ([1e-35], 57344.0, 0)]
+    cases += [([a], fmax, m) for a, fmax, m in zip(tiny, [448.0, 57344.0] * 10, [0, 1, 3, 0] * 5)]
+    _check_scales(learner, cases, "a scale beyond float32's range is float32's max",
+                  cause="if fp8_max / amax is larger than torch.finfo(torch.float32).max (inf for "
+                        "amax = 1e-310), return that largest float32, before any margin: TE computes "
+                        "the scale in float32, where the quotient overflows, and caps an infinite "
+                        "scale there.")
 
 
 # -- quantize_fp8 --------------------------------------------------------------------
@@ -251,3 +281,64 @@ def test_unknown_format_raises_value_error(learner, seed):
                               "ValueError raised", got,
                               cause="accept exactly 'e4m3' and 'e5m2'; for anything else "
                                     "raise ValueError(f'unknown FP8 format {fmt!r}').")
+
+
+# -- FP8LinearFunction ------------------------------------------------------------------
+
+LINEAR = "FP8LinearFunction"
+
+
+@exercise(LINEAR, points=2)
+def test_forward_is_the_matmul_of_the_dequantized_e4m3_inputs(learner, seed):
+    """The output is x_hat @ w_hat.T in float32, x and weight quantized to E4M3 with their own scales."""
+    cases = [(torch.tensor([[1.0, 2.0], [3.0, -4.0]]), torch.tensor([[0.5, -0.25], [3.0, 1.0]]),
+              torch.ones(2, 2), "e5m2")] + linear_cases(seed, "06.lin.forward")
+    check_linear(learner, cases, lambda i: ("out",), "the forward pass matches the reference",
+                  cause="quantize x and weight to E4M3, each with scale = torch.div(448.0, its own amax), dequantize "
+                        "(q.float() * scale_inv) and return x_hat @ w_hat.T in float32.")
+
+
+@exercise(LINEAR, points=2)
+def test_saves_the_fp8_inputs_and_their_scale_inverses_bit_for_bit(learner, seed):
+    """ctx saves (x_q, w_q, x_scale_inv, w_scale_inv), bit for bit equal to the reference's."""
+    cases = linear_cases(seed, "06.lin.saved", n=12)
+    check_linear(learner, cases, lambda i: ("saved",), "the forward pass saves the FP8 copies",
+                  cause="")
+
+
+@exercise(LINEAR, points=2)
+def test_backward_quantizes_grad_out_to_grad_fmt_with_its_own_scale(learner, seed):
+    """With an identity weight (or input), each gradient is the dequantized FP8 grad_out itself."""
+    cases, gen = [], torch.Generator().manual_seed(seed)
+    for x, w, g, fmt in linear_cases(seed, "06.lin.grad", n=10):
+        k, size = x.shape[1], g.abs().max()
+        cases.append((x, torch.eye(k), torch.randn(x.shape[0], k, generator=gen) * size, fmt))
+        cases.append((torch.eye(k), w, torch.randn(k, w.shape[0], generator=gen) * size, fmt))
+    check_linear(learner, cases, lambda i: ("gx",) if i % 2 == 0 else ("gw",),
+                  "grad_out is quantized to grad_fmt with its own current scale",
+                  cause="quantize grad_out to grad_fmt ('e5m2': torch.float8_e5m2, fp8_max 57344; "
+                        "'e4m3': 448) with scale = fp8_max / amax(grad_out), dequantize it, then "
+                        "grad_x = g_hat @ w_hat and grad_w = g_hat.T @ x_hat.")
+
+
+@exercise(LINEAR, points=2)
+def test_gradients_are_computed_from_the_quantized_tensors(learner, seed):
+    """grad_x = g_hat @ w_hat and grad_w = g_hat.T @ x_hat, from the saved FP8 tensors."""
+    cases = linear_cases(seed, "06.lin.backward")
+    check_linear(learner, cases, lambda i: ("gx", "gw"), "the backward pass matches the reference",
+                  cause="grad_x = g_hat @ w_hat and grad_w = g_hat.T @ x_hat, all dequantized FP8 "
+                        "tensors, in float32; return None as the gradient of grad_fmt.")
+
+
+@exercise(LINEAR, points=1)
+def test_zero_and_tiny_tensors_get_finite_scales(learner, seed):
+    """amax 0 gives scale 1.0 and a tiny amax float32's max: nothing becomes inf or NaN."""
+    g = torch.Generator().manual_seed(seed)
+    x, w, grad = torch.randn(3, 4, generator=g), torch.randn(2, 4, generator=g), torch.randn(3, 2, generator=g)
+    cases = [(torch.zeros(3, 4), w, grad, "e4m3"), (x, torch.zeros(2, 4), grad, "e5m2"),
+             (x, w, torch.zeros(3, 2), "e5m2"), (x * 1e-40, w, grad, "e4m3"),
+             (x, w * 1e-41, grad, "e5m2"), (x, w, grad * 1e-44, "e4m3")]
+    check_linear(learner, cases, lambda i: ("out", "gx", "gw"),
+                  "an all-zero or tiny tensor quantizes without inf or NaN",
+                  cause="scale = fp8_max / amax is inf when amax is 0 or tiny: use 1.0 when amax is 0 and "
+                        "torch.finfo(torch.float32).max when the quotient overflows.")
