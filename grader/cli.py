@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, help="grading processes (default: all cores)")
     c.add_argument("--seed", type=int, help="seed for the drawn examples (default: fixed)")
     c.add_argument("--timeout", type=float, help="seconds allowed per check (default 10)")
+    c.add_argument("--no-sandbox", action="store_true",
+                   help="grade even where learner code cannot be walled in (see README)")
 
     r = sub.add_parser("regrade", help="grade a submission again from a report's receipt")
     r.add_argument("report", type=Path, help="a JSON report written by grade or grade-class")
@@ -69,6 +71,8 @@ def _config(args) -> GraderConfig:
         if args.timeout <= 0:
             raise _Usage("--timeout must be a positive number of seconds")
         changes["check_timeout"] = args.timeout
+    if getattr(args, "no_sandbox", False):
+        changes["isolate"] = False
     return GraderConfig(**changes)
 
 
@@ -92,6 +96,11 @@ def _grade(args) -> int:
         print(f"grader: internal error: {exc}", file=sys.stderr)
         return 1
     print(summary(report, str(args.submission)))
+    from grader.sandbox import in_force
+    walls = in_force(config)
+    if not walls.holds_for_a_class:  # fine for one's own notebook; say so, once
+        print(f"Note: no full sandbox here ({walls.missing()}); your code ran with your own "
+              f"permissions, which is fine for grading your own work.", file=sys.stderr)
     if args.json:
         write_json(report, args.json)
         print(f"Report written to {args.json}")
@@ -128,12 +137,19 @@ def _grade_class(args) -> int:
         raise _Usage("--jobs must be at least 1")
     if args.out.resolve() == args.submissions.resolve() or args.out.resolve().is_relative_to(args.submissions.resolve()):
         raise _Usage("--out must be outside the submissions folder")
+    from grader.sandbox import close_zygotes, in_force, refusal
+    problem = None if args.no_sandbox else refusal(config, (args.submissions, args.out))
+    close_zygotes()  # the one that found out; the grading processes start their own
+    if problem:
+        print(f"python -m grader grade-class: refusing to start: {problem}.", file=sys.stderr)
+        return USAGE_ERROR
     result = grade_class(args.submissions, args.out, config, args.jobs)
     ungradable = sum(1 for d in result.reports.values() if d["status"] != "graded")
     print(f"{len(result.items)} submissions: {result.graded} graded now, {result.skipped} unchanged "
           f"since the last run, {ungradable} ungradable; {result.seconds:.1f} s.")
     print(f"Gradebook: {args.out / 'gradebook.csv'}; reports, review pages and Gradescope files "
           f"under {args.out}/")
+    print(f"Sandbox {in_force(config).sentence()}")
     return 0
 
 

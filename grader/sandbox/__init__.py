@@ -36,7 +36,7 @@ _EXPORTS = {
     "Worker": "judge", "WorkerFailure": "judge", "WorkerTimeout": "judge",
     "WorkerCrashed": "judge", "WorkerMemory": "judge", "MAX_REPLY": "judge",
     "prestart": "launch", "close_zygotes": "launch", "describe": "launch", "in_force": "launch",
-    "Walls": "launch", "WORKER_ENV": "launch",
+    "Walls": "launch", "WORKER_ENV": "launch", "refusal": "launch",
 }
 
 

@@ -245,6 +245,24 @@ def in_force(config: GraderConfig | None = None) -> Walls:
     return _in_force[config.isolate]
 
 
+def refusal(config: GraderConfig, private=()) -> str | None:
+    """Why a class must not be graded here, or None. `private`: folders learner
+    code must not read besides the course's own (submissions, output)."""
+    found = in_force(config)
+    if found.holds_for_a_class:
+        readable = [] if found.mode != "uid" or "file-permissions" not in found.walls else [
+            str(p) for p in allowlist.private_paths(config.course_root, private)
+            if allowlist.readable_by_others(p)]
+        if not readable:
+            return None
+        return (f"workers can only run under their own uid here ({found.missing()}), and other "
+                f"users can read {', '.join(readable)}: make them private (chmod -R o= PATH), "
+                f"or pass --no-sandbox to grade without walls")
+    return (f"no sandbox for learner code here ({found.missing()}): learner code could read the "
+            f"hidden checks, other submissions and the results. Grade on Linux with user "
+            f"namespaces (see README, \"What holds where\"), or pass --no-sandbox to grade anyway")
+
+
 def describe(isolate: bool = True) -> str:
     """The walls in force, for a receipt."""
     found = _in_force.get(isolate)

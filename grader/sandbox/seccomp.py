@@ -22,9 +22,9 @@ from grader.sandbox import kernel
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 NUMBERS = {
     "x86_64": {"setsid": 112, "unshare": 272, "setns": 308, "mount": 165, "umount2": 166,
-               "pivot_root": 155, "clone": 56, "clone3": 435},
+               "pivot_root": 155, "clone": 56, "clone3": 435, "landlock_create_ruleset": 444},
     "aarch64": {"setsid": 157, "unshare": 97, "setns": 268, "mount": 40, "umount2": 39,
-                "pivot_root": 41, "clone": 220, "clone3": 435},
+                "pivot_root": 41, "clone": 220, "clone3": 435, "landlock_create_ruleset": 444},
 }
 X32_BIT = 0x40000000
 

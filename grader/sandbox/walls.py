@@ -117,7 +117,7 @@ def enter_namespaces(spec: dict, root_mode: bool) -> None:
         os.setgroups([])
         os.setresgid(INSIDE_UID, INSIDE_UID, INSIDE_UID)
         os.setresuid(INSIDE_UID, INSIDE_UID, INSIDE_UID)
-        kernel.prctl(kernel.PR_SET_DUMPABLE, 1)  # a uid change cleared it; /proc/self needs it
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 1)  # the uid change cleared it; /proc/self needs it
     uid, gid = os.getuid(), os.getgid()
     kernel.unshare(kernel.CLONE_NEWUSER)
     kernel.write_text("/proc/self/setgroups", "deny")

@@ -43,7 +43,6 @@ def main() -> None:
     parent = int(sys.argv[1])
     if sys.platform.startswith("linux"):
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)  # no same-uid ptrace or /proc/<pid>/mem
     if os.getppid() != parent:  # the judge died before the line above
         os._exit(1)
     sock = socket.socket(fileno=os.dup(0))
@@ -66,6 +65,10 @@ def main() -> None:
             walls.build_root(setup["plan"])
         except Exception as exc:  # noqa: BLE001 - any failure here means: weaker walls
             _refuse(sock, f"the sandbox's filesystem could not be built ({exc})")
+    if sys.platform.startswith("linux"):
+        # No same-uid ptrace or /proc/<pid>/mem of the zygote. Not before the uid map
+        # is written: that needs the launcher's /proc files to be its own.
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
     Zygote(sock, setup).serve()
 
 
@@ -157,7 +160,7 @@ class _Reaper:
 class Zygote:
     def __init__(self, sock: socket.socket, setup: dict):
         self.sock, self.mode = sock, setup["mode"]
-        self.root_mode = os.geteuid() == 0
+        self.root_mode = setup.get("worker_uid") is not None  # real root outside, not just here
         self.reaper = _Reaper() if self.mode == "uid" else None
         self.live: dict[int, int | None] = {}  # pid -> uid of workers not yet ended
         self.rule_fds: list[int] = []
@@ -224,6 +227,7 @@ class Zygote:
         self.sock.close()
         if sys.platform.startswith("linux"):
             kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+            kernel.prctl(kernel.PR_SET_DUMPABLE, 1)  # an ordinary process; /proc/self is its own
         os.setsid()
         req_r, rep_w, out_w = fds
         os.dup2(out_w, 1)
