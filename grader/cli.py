@@ -96,11 +96,11 @@ def _grade(args) -> int:
         print(f"grader: internal error: {exc}", file=sys.stderr)
         return 1
     print(summary(report, str(args.submission)))
-    from grader.sandbox import in_force
-    walls = in_force(config)
-    if not walls.holds_for_a_class:  # fine for one's own notebook; say so, once
-        print(f"Note: no full sandbox here ({walls.missing()}); your code ran with your own "
-              f"permissions, which is fine for grading your own work.", file=sys.stderr)
+    from grader.sandbox import refusal
+    if config.isolate and refusal(config):  # fine for one's own notebook; say so, once
+        print("Note: no full sandbox on this machine, so this notebook's code ran with your own "
+              "permissions: fine for your own work, not for grading others' (see README).",
+              file=sys.stderr)
     if args.json:
         write_json(report, args.json)
         print(f"Report written to {args.json}")

@@ -105,6 +105,13 @@ def private_paths(course_root: Path, extra=()) -> list[Path]:
                         *map(Path, extra)) if p.exists()]
 
 
+def open_to_others(path: Path) -> bool:
+    """Can a uid that is neither owner nor in the group list and open files in `path`?"""
+    path = Path(path).resolve()
+    return all(os.stat(p).st_mode & 0o001 for p in (*path.parents, path)) and bool(
+        os.stat(path).st_mode & 0o004)
+
+
 def readable_by_others(path: Path) -> bool:
     """Could a uid that is neither owner nor in the group read anything at `path`?
     A folder without the others' x bit hides all below it."""

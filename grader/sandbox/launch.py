@@ -106,7 +106,11 @@ def _walls(mode: str, config: GraderConfig) -> tuple[str, ...]:
 def candidates(config: GraderConfig) -> list[str]:
     if not config.isolate or not sys.platform.startswith("linux"):
         return ["none"]
-    modes = ["namespaces", "uid" if os.geteuid() == 0 else "landlock", "none"]
+    modes = ["namespaces", "uid", "landlock", "none"] if os.geteuid() == 0 else [
+        "namespaces", "landlock", "none"]
+    if "uid" in modes and "uid" not in _refused and not allowlist.open_to_others(sys.base_prefix):
+        _refused["uid"] = (f"uid: the Python installation ({sys.base_prefix}) is closed to other "
+                           f"users, so a worker under its own uid could not import from it")
     return [m for m in modes if m != "landlock" or landlock.abi()]
 
 
