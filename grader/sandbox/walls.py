@@ -58,7 +58,7 @@ def build_root(plan: dict) -> None:
     _dev(new)
     os.mkdir(new + "/proc")
     kernel.mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.mkdir(new + "/tmp", 0o1777)
+    os.makedirs(new + "/tmp", exist_ok=True)  # each worker mounts its own /tmp here
     os.chdir(new)
     kernel.pivot_root(".", ".")  # the old root now sits under the new one...
     kernel.umount(".", MNT_DETACH)  # ...and is gone

@@ -50,6 +50,12 @@ def main() -> None:
     os.dup2(null, 0)
     os.close(null)
     setup = json.loads(sock.recv(MAX_MESSAGE))
+    if "course_root" in setup:
+        from grader.sandbox import allowlist
+        try:
+            setup["plan"] = allowlist.plan(setup["course_root"])
+        except allowlist.AllowlistError as exc:
+            _refuse(sock, str(exc))
     if setup["mode"] == "namespaces":
         try:
             _enter_namespaces(setup.get("worker_uid"))
