@@ -151,6 +151,27 @@ def test_a_fork_bomb_stops_at_the_process_cap():
     assert 0 < made < 16
 
 
+@needs_namespaces
+def test_the_private_tmp_is_bounded_in_size():
+    worker = Worker(GraderConfig(tmp_size=2**20))
+    try:
+        wrote = _run(worker, "wrote = 0\ntry:\n    with open('/tmp/big', 'wb') as f:\n"
+                             "        for _ in range(64):\n            f.write(b'x' * 2**16)\n"
+                             "            f.flush()\n            wrote += 2**16\nexcept OSError:\n    pass\n",
+                     "wrote")
+    finally:
+        worker.kill()
+    assert 0 < wrote <= 2**20
+
+
+def test_a_submission_budget_ends_a_request_before_its_own_timeout():
+    worker = Worker(GraderConfig(), deadline=time.monotonic() + 1.0)
+    start = time.monotonic()
+    with pytest.raises(WorkerTimeout):
+        worker.request({"op": "exec", "source": "while True:\n    pass\n"}, 30.0, "looping")
+    assert time.monotonic() - start < 5
+
+
 def _named(token: str) -> list[str]:
     found = []
     for comm in Path("/proc").glob("[0-9]*/comm"):
