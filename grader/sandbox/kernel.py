@@ -37,7 +37,7 @@ def libc():
     return _libc
 
 
-def _check(rc: int, what: str) -> int:
+def check(rc: int, what: str) -> int:
     if rc < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -49,38 +49,38 @@ def _b(text: str | None):
 
 
 def unshare(flags: int) -> None:
-    _check(libc().unshare(flags), "unshare")
+    check(libc().unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int) -> None:
-    _check(libc().setns(fd, nstype), "setns")
+    check(libc().setns(fd, nstype), "setns")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(libc().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
+    check(libc().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
            f"mount {target}")
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(libc().umount2(_b(target), flags), f"umount {target}")
+    check(libc().umount2(_b(target), flags), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     number = _SYSCALLS.get(platform.machine(), {}).get("pivot_root")
     if number is None:
         raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
-    _check(libc().syscall(ctypes.c_long(number), _b(new_root), _b(put_old)), "pivot_root")
+    check(libc().syscall(ctypes.c_long(number), _b(new_root), _b(put_old)), "pivot_root")
 
 
 def prctl(option: int, arg: int = 0, arg3: int = 0) -> int:
-    return _check(libc().prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), 0, 0), "prctl")
+    return check(libc().prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), 0, 0), "prctl")
 
 
 def drop_capabilities() -> None:
     """Empty the effective, permitted and inheritable sets (ambient follows)."""
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
     data = (ctypes.c_uint32 * 6)()
-    _check(libc().capset(header, data), "capset")
+    check(libc().capset(header, data), "capset")
 
 
 def write_text(path: str, text: str) -> None:

@@ -11,6 +11,7 @@ at all) and ABI 6 scopes signals and abstract Unix sockets to the sandbox.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import stat
 import struct
@@ -28,6 +29,7 @@ _TCP = 3  # bind and connect
 _SCOPES = 3  # abstract Unix sockets and signals
 
 
+@functools.cache
 def abi() -> int:
     """The kernel's Landlock ABI version, 0 where there is none."""
     try:
@@ -53,35 +55,30 @@ def open_paths(paths) -> list[int]:
     return fds
 
 
-def restrict(read_fds: list[int], write_fds: list[int], version: int) -> list[str]:
-    """Restrict this process to the given folders; returns the walls now in force.
-
-    `no_new_privs` must already be set (it is, in a worker)."""
+def restrict(read_fds: list[int], write_fds: list[int], version: int) -> None:
+    """Restrict this process, and all it forks, to the given folders: read and
+    execute below `read_fds`, everything below `write_fds`; no TCP (ABI 4) and
+    no signals or abstract sockets across the wall (ABI 6). `no_new_privs` must
+    already be set (it is, in a worker)."""
     handled = _handled_fs(version)
     attr = struct.pack("=QQQ", handled, _TCP if version >= 4 else 0, _SCOPES if version >= 6 else 0)
     size = 8 if version < 4 else (16 if version < 6 else 24)
     call = kernel.libc().syscall
     ruleset = call(ctypes.c_long(_CREATE_RULESET), ctypes.c_char_p(attr), ctypes.c_size_t(size),
                    ctypes.c_uint32(0))
-    kernel._check(ruleset, "landlock_create_ruleset")
+    kernel.check(ruleset, "landlock_create_ruleset")
     try:
         for fds, access in ((read_fds, EXECUTE | READ_FILE | READ_DIR), (write_fds, handled)):
             for fd in fds:
                 allowed = access if _is_dir(fd) else access & _FILE_ONLY
                 rule = struct.pack("=Qi", allowed & handled, fd)
-                kernel._check(call(ctypes.c_long(_ADD_RULE), ctypes.c_int(ruleset),
+                kernel.check(call(ctypes.c_long(_ADD_RULE), ctypes.c_int(ruleset),
                                    ctypes.c_int(_PATH_BENEATH), ctypes.c_char_p(rule),
                                    ctypes.c_uint32(0)), "landlock_add_rule")
-        kernel._check(call(ctypes.c_long(_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+        kernel.check(call(ctypes.c_long(_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
                       "landlock_restrict_self")
     finally:
         os.close(ruleset)
-    walls = [f"landlock-abi{version}"]
-    if version >= 4:
-        walls.append("no-tcp")
-    if version >= 6:
-        walls.append("scoped-signals")
-    return walls
 
 
 def _is_dir(fd: int) -> bool:

@@ -91,7 +91,7 @@ class Walls:
         return f"walls: {text} [{self.describe()}]"
 
 
-def _walls(mode: str, config: GraderConfig) -> tuple[str, ...]:
+def _walls(mode: str) -> tuple[str, ...]:
     filtered = ("seccomp",) if seccomp.program([]) is not None else ()
     abi = landlock.abi() if mode in ("uid", "landlock") else 0
     fences = (f"landlock-abi{abi}",) + (("no-tcp",) if abi >= 4 else ()) + (
@@ -232,7 +232,7 @@ def zygote_for(preload: tuple[str, ...], config: GraderConfig) -> ZygoteHandle |
 
 def _settled(mode: str, config: GraderConfig) -> None:
     if config.isolate not in _in_force or _in_force[config.isolate].mode != mode:
-        _in_force[config.isolate] = Walls(mode, _walls(mode, config), list(_refused.values()))
+        _in_force[config.isolate] = Walls(mode, _walls(mode), list(_refused.values()))
         if mode in ("landlock", "none") and sys.platform.startswith("linux"):
             # Workers share this process's uid: no ptrace of it, no reading its memory.
             kernel.prctl(kernel.PR_SET_DUMPABLE, 0)

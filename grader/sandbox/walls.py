@@ -129,23 +129,21 @@ def enter_namespaces(spec: dict, root_mode: bool) -> None:
     seccomp.install(seccomp.WORKER_RULES)
 
 
-def enter_fallback(spec: dict, rule_fds: list[int], landlock_abi: int) -> list[str]:
-    """Confine a worker where namespaces are refused; returns the walls in force."""
+def enter_fallback(spec: dict, rule_fds: list[int], landlock_abi: int) -> None:
+    """Confine a worker where namespaces are refused: its own folder, Landlock
+    over the allowlist where the kernel has it, its own uid where given."""
     workdir = spec["workdir"]
     settle(workdir, spec)
-    walls = []
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
     if rule_fds and landlock_abi:
         own = landlock.open_paths([workdir, *(f"/dev/{d}" for d in DEVICES)])
-        walls += landlock.restrict(rule_fds, own, landlock_abi)
+        landlock.restrict(rule_fds, own, landlock_abi)
     uid = spec.get("uid")
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-        walls.append("own-uid")
     seccomp.install(seccomp.WORKER_RULES)
-    return walls
 
 
 def settle(home: str, spec: dict) -> None:

@@ -16,8 +16,8 @@ So a grader killed with `kill -9` leaves nothing running.
 
 Protocol: JSON packets on a SOCK_SEQPACKET Unix socket. The judge sends the
 setup, then `spawn` orders carrying a worker's three pipe ends (SCM_RIGHTS)
-and `end` orders; the zygote answers `ready` (with the walls it raised) or
-`error`, then one pid or one return code per order.
+and `end` orders; the zygote answers `ready` or `error` (why it could not
+raise the walls asked for), then one pid or one return code per order.
 """
 
 from __future__ import annotations
@@ -171,7 +171,6 @@ class Zygote:
         self.live: dict[int, int | None] = {}  # pid -> uid of workers not yet ended
         self.rule_fds: list[int] = []
         self.landlock_abi = int(setup.get("landlock_abi", 0))
-        self.walls = list(setup.get("walls", []))
         if self.mode in ("uid", "landlock") and sys.platform.startswith("linux"):
             # Orphans of a worker's forks come back here, to be swept when it ends.
             kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
@@ -191,7 +190,7 @@ class Zygote:
             self.rule_fds = landlock.open_paths(plan["read"] + plan["modules"])
 
     def serve(self) -> None:
-        self.sock.send(json.dumps({"ready": True, "walls": self.walls}).encode())
+        self.sock.send(json.dumps({"ready": True}).encode())
         while True:
             data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 3)
             if not data:
