@@ -76,14 +76,35 @@ def _bind(source: str, target: str) -> None:
 
 
 def _read_only(path: str) -> None:
-    """Make every mount below `path` read-only and nosuid (mount_setattr, Linux
-    5.12+; before that a remount of the top one, keeping its locked flags)."""
+    """Make every mount at or below `path` read-only and nosuid: one
+    mount_setattr (Linux 5.12+), else a remount of each one in turn."""
     attr = (ctypes.c_uint64 * 4)(_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID, 0, 0, 0)
     rc = kernel.libc().syscall(ctypes.c_long(442), ctypes.c_int(-100), path.encode(),
                                ctypes.c_uint(_AT_RECURSIVE), attr, ctypes.c_size_t(32))
     if rc != 0:
-        flags = os.statvfs(path).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048)
-        kernel.mount(None, path, None, MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY | MS_NOSUID | flags)
+        for target in mount_points(path):
+            remount_read_only(target)
+
+
+def mount_points(below: str) -> list[str]:
+    """Mount points at or below `below`, outermost first (from /proc/self/mountinfo)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return [p for p in points if p == below or p.startswith(below.rstrip("/") + "/")]
+
+
+# statvfs flag -> mount flag, for the flags a remount inside a user namespace must keep
+_KEPT = {2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: 1024, 2048: 2048, 4096: 1 << 21}
+
+
+def remount_read_only(target: str) -> None:
+    """Remount one bind read-only. Flags the mount was given outside (nodev,
+    noatime...) are locked inside a user namespace and must be repeated."""
+    found = os.statvfs(target).f_flag
+    flags = sum(mount for stat, mount in _KEPT.items() if found & stat)
+    if not found & (1024 | 4096):
+        flags |= 1 << 24  # MS_STRICTATIME: the mount had neither noatime nor relatime
+    kernel.mount(None, target, None, MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY | MS_NOSUID | flags)
 
 
 def _etc(root: str) -> None:
