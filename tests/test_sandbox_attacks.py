@@ -1,4 +1,5 @@
-"""Hostile learners, graded by the real CLI, as root and as an ordinary user.
+"""Hostile learners, graded by the real CLI as root, as an ordinary user, and as
+root in a simulated container (no CAP_SYS_ADMIN, namespaces refused).
 
 Each file in tests/fixtures/attacks/ is lesson 03's `scale_gradients` cell of an
 attacker: it tries one way out of the sandbox and sets `_stolen` if it worked;
@@ -120,6 +121,8 @@ def _identity(kind: str, home: Path):
             pytest.skip("runs as root only where the suite does (CI)")
         if kind == "root":
             yield Identity(kind, 0, 0, home, [], NAMESPACE_WALLS)
+        elif not shutil.which("capsh"):
+            pytest.skip("no capsh to drop CAP_SYS_ADMIN with")
         else:  # Gradescope: root in Docker, no CAP_SYS_ADMIN, namespaces refused
             yield Identity(kind, 0, 0, home, [PYTHON, str(TESTS / "simulated_container.py"), "--"],
                            "own-uid+landlock")
