@@ -209,10 +209,12 @@ def test_without_mount_setattr_each_bind_is_remounted_read_only_keeping_its_lock
 
 
 def _named(token: str) -> list[str]:
+    """Live processes with this name (a zombie is dead, only not yet reaped)."""
     found = []
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            if comm.read_text().strip() == token:
+            if (comm.read_text().strip() == token
+                    and (comm.parent / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"):
                 found.append(comm.parent.name)
         except OSError:
             pass

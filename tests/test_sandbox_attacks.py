@@ -157,10 +157,12 @@ def _walls_or_skip(identity: Identity) -> None:
 # -- the traces an attack could leave ---------------------------------------------
 
 def _attack_processes() -> list[str]:
+    """Live processes an attack started (zombies, dead and waiting to be reaped, do not count)."""
     found = []
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            if comm.read_text().startswith("mpatk" + TOKEN[:10]):
+            named = comm.read_text().startswith("mpatk" + TOKEN)
+            if named and (comm.parent / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                 found.append(comm.parent.name)
         except OSError:
             pass
@@ -343,6 +345,8 @@ def test_kill_9_of_grade_mid_check_leaves_no_process(identity):
         while _alive(tree) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _alive(tree) == set(), "zygotes or workers outlived a killed grader"
+        while _attack_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert _attack_processes() == []
     finally:
         shutil.rmtree(work, ignore_errors=True)
