@@ -343,10 +343,18 @@ def test_own_uid_walls_refuse_a_class_while_other_users_can_read_the_course(monk
 def test_in_a_container_without_landlock_grade_class_refuses_while_the_checks_are_readable(tmp_path):
     subs = tmp_path / "subs"
     subs.mkdir()
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "simulated_container.py"),
-                           "--no-landlock", "--", sys.executable, "-m", "grader", "grade-class",
-                           str(subs), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    command = [sys.executable, str(ROOT / "tests" / "simulated_container.py"), "--no-landlock", "--",
+               sys.executable, "-m", "grader", "grade-class", str(subs), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "refusing to start" in proc.stderr and "other users can read" in proc.stderr
     assert str(CHECKS_DIR) in proc.stderr
+    anyway = subprocess.run(command + ["--no-sandbox"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert anyway.returncode == 0, anyway.stdout + anyway.stderr
+    assert "Sandbox walls: none (rlimits only)" in anyway.stdout
+    # `grade` never refuses: it says so, in one line
+    one = subprocess.run(command[:7] + ["grade", str(ROOT / "tests/fixtures/grading/correct.ipynb")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert one.returncode == 0 and "Score: 10 / 10" in one.stdout, one.stdout + one.stderr
+    assert [line for line in one.stderr.splitlines() if line.startswith("Note: no full sandbox")]
