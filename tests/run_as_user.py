@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from grader.sandbox import kernel
@@ -37,16 +36,15 @@ def open_up(needed: list[Path]) -> None:
         closed = _closed_ancestor(path)
         if closed is not None:
             covers.setdefault(closed, []).append(closed / path.relative_to(closed).parts[0])
-    stage = Path(tempfile.mkdtemp(prefix="run-as-user-"))
     for closed, keeps in covers.items():
-        keeps = sorted(set(keeps))
-        for i, keep in enumerate(keeps):
-            (stage / str(i)).mkdir()
-            kernel.mount(str(keep), str(stage / str(i)), None, kernel.MS_BIND | kernel.MS_REC)
+        # Hold each kept path open, cover its parent, then bind it back from the
+        # descriptor (/proc/self/fd/N still reaches what the cover hides).
+        held = {keep: os.open(keep, os.O_PATH) for keep in sorted(set(keeps))}
         kernel.mount("tmpfs", str(closed), "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "mode=0755")
-        for i, keep in enumerate(keeps):
-            (closed / keep.name).mkdir() if (stage / str(i)).is_dir() else (closed / keep.name).touch()
-            kernel.mount(str(stage / str(i)), str(keep), None, kernel.MS_MOVE)
+        for keep, fd in held.items():
+            (closed / keep.name).mkdir() if os.path.isdir(f"/proc/self/fd/{fd}") else (closed / keep.name).touch()
+            kernel.mount(f"/proc/self/fd/{fd}", str(keep), None, kernel.MS_BIND | kernel.MS_REC)
+            os.close(fd)
 
 
 def main(argv: list[str]) -> None:
