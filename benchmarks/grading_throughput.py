@@ -11,8 +11,11 @@ cell never finishes. In the same run it times
 - nbclient executing a sample of the same notebooks, one kernel each: the
   engine under nbgrader's autograde and otter's grade.
 
-and prints both medians per submission and their ratio. Figures are ratios
-against a peer measured in the same run, because this machine is shared.
+and prints both medians per submission and their ratio, the walls the workers
+ran behind, and the CPU time grade-class used in all its processes (zygotes
+and workers included), which moves far less with the machine's load than
+wall-clock time does. Figures are ratios against a peer measured in the same
+run, because this machine is shared.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -34,6 +38,7 @@ from grader.batch import grade_class
 from grader.config import GraderConfig
 from grader.notebook import EXERCISE_TAG, cell_exercise, has_tag
 from grader.progress import Progress
+from grader.sandbox import in_force
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX = (("correct", 0.60), ("unfinished", 0.25), ("crashing", 0.10), ("looping", 0.05))
@@ -102,9 +107,9 @@ def main() -> int:
         config = GraderConfig(check_timeout=args.timeout, load_timeout=args.timeout)
         print(f"{args.n} submissions over {len({m[1] for m in made})} lessons; mix "
               + ", ".join(f"{k} {sum(1 for m in made if m[2] == k)}" for k, _ in MIX))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         result = grade_class(subs, out, config, args.jobs, Progress(args.n, label="grade-class"))
-        ours_wall = time.perf_counter() - start
+        ours_wall, ours_cpu = time.perf_counter() - start, _children_cpu() - cpu
         ours = [d["execution_time"] for d in result.reports.values()]
         ungraded = sum(1 for d in result.reports.values() if d["status"] != "graded")
 
@@ -121,6 +126,8 @@ def main() -> int:
     print(f"{'grade-class: median per submission':38}{ours_median:10.3f}   (its own checks + a share of its session)")
     print(f"{'grade-class: wall time / submissions':38}{ours_wall / args.n:10.3f}   "
           f"({args.n} in {ours_wall:.1f} s, {result.graded} graded, {ungraded} ungradable)")
+    print(f"{'grade-class: CPU time / submissions':38}{ours_cpu / args.n:10.3f}   "
+          f"(user + system, every process it started)")
     print(f"{'nbclient: median per notebook':38}{theirs_median:10.3f}   ({len(theirs)} notebooks, one kernel each)")
     print(f"{'ratio nbclient / grade-class median':38}{theirs_median / ours_median:10.1f}x")
     per_lesson = {}
@@ -128,7 +135,15 @@ def main() -> int:
         per_lesson.setdefault(lesson, []).append(data["execution_time"])
     print("\nmedian per submission by lesson: " + ", ".join(
         f"{lesson} {statistics.median(times):.3f} s" for lesson, times in sorted(per_lesson.items())))
+    print(f"sandbox {in_force(config).sentence()}")
     return 0
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every finished process below this one (grading processes,
+    zygotes, workers: each waits for its own)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     from grader.classbook import add_arguments  # assignments, roster, overrides, submission times
     add_arguments(c)
     _limits(c)
+    c.add_argument("--no-sandbox", action="store_true",
+                   help="grade even where learner code cannot be walled in (see README)")
 
     r = sub.add_parser("regrade", help="grade a submission again from a report's receipt")
     r.add_argument("report", type=Path, help="a JSON report written by grade or grade-class")
@@ -97,6 +99,8 @@ def _config(args) -> GraderConfig:
         if args.max_file_mb <= 0:
             raise _Usage("--max-file-mb must be a positive number of MB")
         changes["max_file_size"] = int(args.max_file_mb * 2**20)
+    if getattr(args, "no_sandbox", False):
+        changes["isolate"] = False
     return GraderConfig(**changes)
 
 
@@ -122,6 +126,11 @@ def _grade(args) -> int:
         print(f"grader: internal error: {terminal(str(exc))}", file=sys.stderr)
         return 1
     print(summary(report, str(args.submission)))  # escaped for the terminal
+    from grader.sandbox import refusal
+    if config.isolate and refusal(config):  # fine for one's own notebook; say so, once
+        print("Note: no full sandbox on this machine, so this notebook's code ran with your own "
+              "permissions: fine for your own work, not for grading others' (see README).",
+              file=sys.stderr)
     if args.json:
         write_json(report, args.json)
         print(f"Report written to {args.json}")
@@ -164,6 +173,12 @@ def _grade_class(args) -> int:
         run = class_run(args, config.course_root, [item.learner for item in discover(args.submissions)])
     except SetupError as exc:
         raise _Usage(str(exc)) from None
+    from grader.sandbox import close_zygotes, in_force, refusal
+    problem = None if args.no_sandbox else refusal(config, (args.submissions, args.out))
+    close_zygotes()  # the one that found out; the grading processes start their own
+    if problem:
+        print(f"python -m grader grade-class: refusing to start: {terminal(problem)}.", file=sys.stderr)
+        return USAGE_ERROR
     try:
         result = grade_class(args.submissions, args.out, config, args.jobs, setup=run)
     except KeyboardInterrupt:
@@ -181,6 +196,7 @@ def _grade_class(args) -> int:
         print(terminal(line))
     print(f"Gradebook: {terminal(str(args.out / 'gradebook.csv'))}; grades, reports, review pages, "
           f"Gradescope files, LMS exports and statistics (stats/index.html) under {terminal(str(args.out))}/")
+    print(f"Sandbox {in_force(config).sentence()}")
     return 0
 
 

@@ -35,8 +35,10 @@ export PIP_BREAK_SYSTEM_PACKAGES=1
 # CUDA build. constraints.txt's torch==X matches X+cpu, which is preferred.
 python3 -m pip install --extra-index-url https://download.pytorch.org/whl/cpu \\
     -c /autograder/source/constraints.txt /autograder/source/
-# Hidden checks are for instructors only.
-chmod -R o= /autograder/source
+# Hidden checks are for instructors only: where the container refuses namespaces, workers
+# run under an unused uid, and file permissions (with Landlock) are what hide them. pip
+# copied the checks into site-packages too, readable by everyone until this line.
+chmod -R o= /autograder/source "$(python3 -c 'import grader, os; print(os.path.dirname(grader.__file__))')/checks"
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash

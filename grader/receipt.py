@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import grader
-from grader import isolation
+from grader import sandbox
 from grader.intake import sha256_regular
 from grader.learner import ExerciseCode
 from grader.runner import checks_file
@@ -66,5 +66,5 @@ def make_receipt(lesson_id: str, code: dict[str, ExerciseCode], seed: int, isola
         "numpy": _version("numpy"),
         "torch": _version("torch"),
         "platform": f"{platform.system()}-{platform.machine()} ({sys.platform})",
-        "isolation": isolation.describe() if isolate else "rlimits",
+        "isolation": sandbox.describe(isolate),
     }

@@ -66,13 +66,13 @@ def test_out_exists_before_the_paths_hidden_from_learners_are_worked_out(tmp_pat
     """On a first run `--out` did not exist yet, so workers could list out/reports."""
     from grader import batch
     from grader.config import GraderConfig
-    from grader.sandbox import hidden_paths
 
     subs, out = tmp_path / "subs", tmp_path / "new" / "out"
     subs.mkdir()
     shutil.copy(SOLUTIONS / "03_loss_scaling.ipynb", subs / "ada.ipynb")
     seen = []
-    monkeypatch.setattr(batch, "_run_pool", lambda todo, out, config, *rest: seen.append(config))
+    monkeypatch.setattr(batch, "_run_pool", lambda todo, out, config, *rest: seen.append((config, out.is_dir())))
     result = batch.grade_class(subs, out, replace(GraderConfig(), isolate=False), jobs=1)
-    assert seen and str(out.resolve()) in hidden_paths(seen[0])
+    (config, existed), = seen
+    assert existed and str(out.resolve()) in config.hidden_paths
     assert result.reports[result.items[0]]["status"] == "ungradable"  # no report: still a row

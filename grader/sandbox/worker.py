@@ -1,11 +1,14 @@
-"""The untrusted side: a process that holds the learner's code and runs calls.
+"""The learner's side: a process that holds the learner's code and runs calls.
 
-It is forked from a warm zygote (`grader.zygote`) or, where fork is missing,
-spawned by `grader.sandbox`, with its stdout and stderr on a capped pipe and
-two file descriptors for framed requests and replies. It confines itself
-(`grader.isolation`) before any learner code runs, then serves requests until
-its input closes. It never decides a verdict: it only returns plain data
-(`grader.wire`), and the trusted process judges it.
+It is forked from a warm zygote (`grader.sandbox.zygote`), which raises the
+walls around it before any learner code runs, or, where fork is missing,
+spawned by the judge with rlimits only. Its stdout and stderr go to a capped
+pipe, and two file descriptors carry framed requests and replies. It serves
+requests until its input closes. It never decides a verdict: it only returns
+plain data (`grader.wire`), and the trusted process judges it.
+
+It imports nothing of the grader but `grader.wire` and `grader.sandbox.limits`:
+these are the only grader files a worker can see.
 
 Everything the worker needs is bound at import time, before learner code can
 monkeypatch builtins or modules; a learner who patches them can only spoil
@@ -21,7 +24,7 @@ import types
 from builtins import BaseException, MemoryError, ValueError, NameError, compile, dict, exec
 from builtins import getattr, int, isinstance, len, list, min, str, type
 
-from grader import isolation, wire
+from grader import wire
 
 _read, _write = os.read, os.write
 _loads, _encode, _frame = wire.loads, wire.encode, wire.frame
@@ -155,13 +158,11 @@ def _fresh_main_module() -> dict:
     sys.modules["__main__"] = main
     for name in [n for n in sys.modules if n == "grader" or n.startswith("grader.")]:
         del sys.modules[name]
-    sys.argv[:] = [""]
     return vars(main)
 
 
-def serve(fd_in: int, fd_out: int, spec: dict) -> None:
-    """Confine this process, then answer requests until the input closes."""
-    isolation.enter(spec)
+def serve(fd_in: int, fd_out: int) -> None:
+    """Answer requests until the input closes (the walls are already up)."""
     namespace = _fresh_main_module()
     _send(fd_out, _dumps({"ready": True}))
     while True:
@@ -205,9 +206,12 @@ def main() -> None:
     os.dup2(null, 0)
     os.close(null)
     init = _loads(_read_exact(fd_in, int.from_bytes(_read_exact(fd_in, HEADER), "big")))
+    from grader.sandbox.limits import apply_limits
+    apply_limits(init["sandbox"].get("limits", {}))
     for module in init.get("preload", []):
         __import__(module)
-    serve(fd_in, init["reply_fd"], init["sandbox"])
+    sys.argv[:] = [""]
+    serve(fd_in, init["reply_fd"])
 
 
 if __name__ == "__main__":

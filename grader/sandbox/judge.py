@@ -1,8 +1,8 @@
-"""The trusted side of the worker process: start it, talk to it, kill it.
+"""The judge's handle on one worker process: start it, talk to it, kill it.
 
-A `Worker` is one learner process (see `grader.worker`). Every request carries a
-wall-clock deadline; a worker that misses it is killed with its whole process
-group and the request raises `WorkerTimeout`. A worker that dies raises
+A `Worker` is one learner process (see `grader.sandbox.worker`). Every request carries a
+wall-clock deadline; a worker that misses it is killed with everything it
+forked and the request raises `WorkerTimeout`. A worker that dies raises
 `WorkerCrashed`. Its stdout and stderr go to one pipe that a thread drains, so
 a learner who prints 100 MB cannot block the worker or fill the grader's
 memory: only the first `output_cap` bytes are kept.
@@ -13,8 +13,6 @@ The three failures derive from BaseException so that a hidden check's
 
 from __future__ import annotations
 
-import atexit
-import functools
 import os
 import select
 import shutil
@@ -24,11 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
+import uuid
 
-from grader import isolation, wire
+from grader import wire
 from grader.config import GraderConfig
-from grader.zygote import Zygote
+from grader.sandbox import launch
+from grader.sandbox.uids import UidLease
 
 HEADER = 8
 MAX_REPLY = 16 * 2**20  # twice the largest honest reply (10^6 float64s, 8 MB; see grader.wire)
@@ -84,49 +83,6 @@ class _CappedOutput(threading.Thread):
         return text
 
 
-WORKER_ENV = {"PATH": os.defpath, "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-              # One thread each: workers run side by side, and a zygote with no
-              # thread pools is safe to fork.
-              "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-_zygotes: dict[tuple[str, ...], Zygote] = {}
-
-
-def prestart(preloads, config: GraderConfig) -> None:
-    """Start the zygotes a batch will need, so their imports overlap other start-up work."""
-    for preload in preloads:
-        _zygote(tuple(preload), config)
-
-
-def _zygote(preload: tuple[str, ...], config: GraderConfig) -> Zygote | None:
-    if not config.use_zygote or not hasattr(os, "fork"):
-        return None
-    zygote = _zygotes.get(preload)
-    if zygote is None or not zygote.alive:
-        zygote = _zygotes[preload] = Zygote(preload, WORKER_ENV, config.start_timeout)
-    return zygote
-
-
-@atexit.register
-def close_zygotes() -> None:
-    for zygote in _zygotes.values():
-        zygote.close()
-    _zygotes.clear()
-
-
-@functools.lru_cache(maxsize=8)
-def hidden_paths(config: GraderConfig) -> tuple[str, ...]:
-    """What learner code must not read: hidden checks, solutions, tests, submissions.
-    Worked out once per configuration, not once per worker."""
-    root = Path(config.course_root)
-    paths = [Path(__file__).resolve().parent / "checks", root / "solutions", root / "tests",
-             *map(Path, config.hidden_paths)]
-    # Never cover the Python installation or the grader's own code: a worker still imports.
-    needed = [Path(sys.prefix).resolve(), Path(__file__).resolve().parent]
-    return tuple(sorted({str(p.resolve()) for p in paths if p.exists()
-                         and not any(n == p.resolve() or n.is_relative_to(p.resolve()) for n in needed)}))
-
-
 def _pipe() -> tuple[int, int]:
     """A pipe with a 1 MiB buffer where Linux allows it: a 10^6-float argument then
     crosses in a few wake-ups instead of hundreds."""
@@ -144,46 +100,71 @@ class Worker:
     """One sandboxed learner process, spoken to in framed plain-data messages.
 
     It is forked from a warm zygote where the platform has fork, else spawned.
+    `deadline` (a time.monotonic() value) bounds every request, whatever its own
+    timeout: a per-submission budget shared by all of a submission's workers.
     """
 
-    def __init__(self, config: GraderConfig, preload: tuple[str, ...] = ()):
+    def __init__(self, config: GraderConfig, preload: tuple[str, ...] = (),
+                 deadline: float | None = None):
         self.config = config
-        self.workdir = tempfile.mkdtemp()
-        self._lease = isolation.UidLease() if config.isolate and isolation.can_isolate() else None
-        self.uid = self._lease.uid if self._lease else None
-        sandbox = {"workdir": self.workdir, "uid": self.uid, "hidden": list(hidden_paths(config)),
-                   "limits": {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,
-                              "file_size": config.file_size,
-                              "processes": config.processes if self.uid is not None else None}}
+        self.deadline = deadline
+        self.workdir: str | None = None
+        self._lease: UidLease | None = None
+        self.returncode: int | None = None
+        self._zygote = launch.zygote_for(tuple(preload), config)
+        mode = self._zygote.mode if self._zygote is not None else "none"
+        sandbox = self._sandbox(mode)
         req_r, self._req_w = _pipe()
         self._rep_r, rep_w = _pipe()
         out_r, out_w = os.pipe()
         self._output = _CappedOutput(out_r, config.output_cap)
         self._output.start()
-        self._zygote = _zygote(tuple(preload), config)
-        self.returncode: int | None = None
-        deadline = time.monotonic() + config.start_timeout
-        if self._zygote is not None:
-            self.pid = self._zygote.spawn([req_r, rep_w, out_w], sandbox)
-            self._proc = None
-        else:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-m", "grader.worker"], stdin=req_r, stdout=out_w,
-                stderr=out_w, pass_fds=(rep_w,), cwd=self.workdir, env=WORKER_ENV,
-                start_new_session=True, close_fds=True)
-            self.pid = self._proc.pid
-        for fd in (req_r, rep_w, out_w):
-            os.close(fd)
+        start = time.monotonic() + config.start_timeout
+        try:
+            if self._zygote is not None:
+                self.pid = self._zygote.spawn([req_r, rep_w, out_w], sandbox)
+                self._proc = None
+            else:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "grader.sandbox.worker"], stdin=req_r, stdout=out_w,
+                    stderr=out_w, pass_fds=(rep_w,), cwd=self.workdir, env=launch.WORKER_ENV,
+                    start_new_session=True, close_fds=True)
+                self.pid = self._proc.pid
+        except launch.ZygoteError as exc:
+            self._forget()
+            raise WorkerCrashed(f"the grading sandbox failed ({exc})") from None
+        finally:
+            for fd in (req_r, rep_w, out_w):
+                os.close(fd)
         if self._proc is not None:
-            self._send({"reply_fd": rep_w, "preload": list(preload), "sandbox": sandbox}, deadline)
-        if self._receive(deadline, "starting") != {"ready": True}:
+            self._send({"reply_fd": rep_w, "preload": list(preload), "sandbox": sandbox}, start)
+        if self._receive(start, "starting") != {"ready": True}:
             self.kill()
-            raise WorkerCrashed("the grading worker did not start properly")
+            raise WorkerCrashed("the grading worker did not start properly", self.output())
+
+    def _sandbox(self, mode: str) -> dict:
+        """What the zygote needs to confine this worker."""
+        config = self.config
+        limits = {"memory": config.memory_limit, "cpu_seconds": config.cpu_seconds,
+                  "file_size": config.file_size, "core": 0}
+        if mode in ("namespaces", "uid"):  # a process count of its own (own namespace or uid)
+            limits["processes"] = config.processes
+        sandbox = {"limits": limits, "tmp_size": config.tmp_size,
+                   "argv": launch.kernel_argv(str(uuid.uuid4()))}
+        if mode != "namespaces":  # namespaces bring a private /tmp; elsewhere, a folder
+            self.workdir = sandbox["workdir"] = tempfile.mkdtemp(prefix="mp-worker-")
+        if mode == "uid":
+            self._lease = UidLease()
+            sandbox["uid"] = self._lease.uid
+            os.chown(self.workdir, self._lease.uid, self._lease.uid)
+        return sandbox
 
     # -- public --------------------------------------------------------
     def request(self, message: dict, timeout: float, what: str):
         """Send one request and return the decoded reply (a dict)."""
         deadline = time.monotonic() + timeout
+        if self.deadline is not None and self.deadline < deadline:
+            deadline = self.deadline
         self._send(message, deadline)
         return self._receive(deadline, what)
 
@@ -195,28 +176,34 @@ class Worker:
         return self.returncode is None
 
     def kill(self) -> None:
+        """End the worker and everything it started; wipe its private folder."""
         if self.returncode is not None:
             return
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._proc is not None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
             self.returncode = self._proc.wait()
         else:
-            self.returncode = self._zygote.wait(self.pid, self.uid)
+            try:
+                self.returncode = self._zygote.end(self.pid)
+            except launch.ZygoteError:  # the zygote is gone, and its workers with it
+                self.returncode = -signal.SIGKILL
         for fd in (self._req_w, self._rep_r):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self._output.join(timeout=2)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         if self._lease is not None:
             self._lease.release()
+            self._lease = None
 
     close = kill
 
