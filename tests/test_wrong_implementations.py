@@ -107,3 +107,10 @@ def test_every_mechanism_exercise_has_enough_wrong_answers(lesson):
         assert len(found) >= MIN_PER_MECHANISM, (
             f"{lesson}/{exercise} is a mechanism exercise with {len(found)} wrong answers in "
             f"{WRONG.relative_to(ROOT)}/{lesson}/{exercise}/; it needs {MIN_PER_MECHANISM}")
+
+
+@pytest.mark.parametrize("lesson", lesson_ids())
+def test_every_lesson_has_a_mechanism_exercise(lesson):
+    """Issue 12's bar: in every lesson the learner builds at least one mechanism."""
+    assert _mechanisms(lesson), (f"{lesson} has no exercise cell tagged "
+                                 "metadata.course.mechanism: true (docs/authoring.md)")
