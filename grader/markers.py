@@ -49,6 +49,9 @@ def strip_solutions(source: str, stub: str, where: str) -> str:
     return "\n".join(out)
 
 
+MIN_SECRET_CHARS = 16  # shorter lines ("return counts") occur in any code
+
+
 def region_lines(source: str) -> tuple[list[str], list[str]]:
     """Split a cell's stripped lines into (inside solution regions, outside them)."""
     inside, outside, open_ = [], [], False
@@ -61,15 +64,19 @@ def region_lines(source: str) -> tuple[list[str], list[str]]:
     return inside, outside
 
 
-def solution_only_lines(nb) -> set[str]:
+def solution_only_lines(*notebooks) -> set[str]:
     """Lines that exist only inside solution regions: what would be a leak.
 
-    A line that also appears elsewhere in the lesson (a demo calling
-    `scaler.update()`, a hint) is not secret, so it is not counted.
+    A line that also appears outside them anywhere in the given lessons (a demo
+    calling `scaler.update()`, a hint, another lesson's worked example) is not
+    secret, and neither is a line too short to tell anything (`return result`).
     """
     inside, outside = set(), set()
-    for cell in nb.cells:
-        cell_inside, cell_outside = region_lines(cell.source)
-        inside.update(cell_inside)
-        outside.update(cell_outside)
-    return {line for line in inside - outside if len(line) > 12 and not line.startswith("#")}
+    for nb in notebooks:
+        for cell in nb.cells:
+            cell_inside, cell_outside = region_lines(cell.source)
+            inside.update(cell_inside)
+            outside.update(cell_outside)
+    shown = "\n".join(outside)  # the leak scan matches substrings, so this does too
+    return {line for line in inside - outside if len(line) >= MIN_SECRET_CHARS
+            and not line.startswith("#") and line not in shown}

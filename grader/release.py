@@ -227,10 +227,9 @@ def build_release(out_dir: Path, course_root: Path) -> Path:
 
 
 def _solution_lines(course_root: Path) -> set[str]:
-    lines: set[str] = set()
-    for path in sorted((course_root / "solutions").glob("*.ipynb")):
-        lines |= solution_only_lines(nbformat.read(path, as_version=4))
-    return lines
+    # The whole course at once: a line one lesson shows in the open is no secret in another.
+    return solution_only_lines(*(nbformat.read(path, as_version=4)
+                                 for path in sorted((course_root / "solutions").glob("*.ipynb"))))
 
 
 def _hidden_names(course_root: Path) -> set[str]:

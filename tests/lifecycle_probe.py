@@ -64,6 +64,27 @@ def _reports(out: Path) -> dict[str, int]:
     return found
 
 
+def _as_from_a_terminal() -> None:
+    """A shell starts a foreground command with Ctrl-C at its default, whatever
+    the process that runs this probe (a test runner) inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _sigint_state(pid: int) -> str:
+    """How the grader stood towards SIGINT when it was sent: a test that fails
+    says whether Ctrl-C was ignored or blocked rather than slow."""
+    try:
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except OSError:
+        return "unknown"
+    bit = 1 << (signal.SIGINT - 1)
+    states = [name for name, key in (("ignored", "SigIgn"), ("blocked", "SigBlk"), ("caught", "SigCgt"))
+              if int(status.get(key, "0").strip(), 16) & bit]
+    return "+".join(states) or "default"
+
+
 def probe(submissions: Path, out: Path, stop: str, after: int, settle: float, args: list[str]) -> dict:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -73,13 +94,14 @@ def probe(submissions: Path, out: Path, stop: str, after: int, settle: float, ar
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "grader", "grade-class", str(submissions), "--out",
                                  str(out), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_as_from_a_terminal)
     deadline = time.monotonic() + 600
     while len(_reports(out)) < after and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     if proc.poll() is not None and stop != "none":
         return {"error": "grade-class ended before the stop", "exit_code": proc.returncode,
                 "stderr": stderr_path.read_text(errors="replace")[-3000:]}
+    sigint = _sigint_state(proc.pid)
     stopped = time.monotonic()
     if stop == "kill":
         os.kill(proc.pid, signal.SIGKILL)
@@ -102,6 +124,7 @@ def probe(submissions: Path, out: Path, stop: str, after: int, settle: float, ar
             pass
     return {
         "stop": stop,
+        "sigint_at_stop": sigint,
         "exit_code": code,
         "exit_latency_s": round(exited - stopped, 3),
         "all_gone_after_s": None if alive else round(gone - exited, 3),

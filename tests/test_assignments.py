@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from grader.assignments import AssignmentError, LatePolicy, load_assignment, load_assignments, whole_course
+from grader.assignments import (AssignmentError, LatePolicy, load_assignment, load_assignments,
+                                native_points, whole_course)
 from grader.gradebook import gradebook_csv
 from grader.gradescope import learner_results, validate_results
 from grader.lms import CANVAS_STUDENT_COLUMNS, MOODLE_USER_COLUMNS, canvas_csv, long_csv, moodle_csv
@@ -237,3 +238,14 @@ def test_files_for_other_lessons_count_nothing_and_say_so(tmp_path):
                            5)], ClassSetup(hw1))
     assert (s.status, s.total) == ("no-submission", 0.0)
     assert s.notes == ["ann/04.ipynb: 04_dynamic_loss_scaling is not part of hw1; not counted"]
+
+
+def test_the_course_assignments_load_and_the_readme_states_the_real_course_total():
+    root = Path(__file__).resolve().parents[1]
+    native = native_points(root)
+    assignments = load_assignments(root / "assignments.toml", native)
+    covered = {lesson for a in assignments.values() for (lesson, _) in a.points}
+    assert covered == set(native), f"lessons in no assignment: {sorted(set(native) - covered)}"
+    total = whole_course(native).max_total
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert f"({total:g} in all)" in readme, f"README.md should say the whole course is worth {total:g}"

@@ -11,6 +11,7 @@ import pytest
 from conftest import SOLUTIONS
 from grader import wire
 from grader.config import GraderConfig
+from grader.runner import check_points
 from grader.grade import grade
 from grader.sandbox import MAX_REPLY
 from grading_fixtures import CORRECT, FIXTURES, Fixture, notebook_for, path_for
@@ -44,7 +45,8 @@ def test_a_looping_function_pays_one_timeout_for_its_whole_exercise():
     assert len(mine) == 4 and all(t.status == "timeout" and t.score == 0 for t in mine)
     assert [FIRST in t.message and LATER not in t.message for t in mine].count(True) == 1
     assert all(LATER in t.message for t in mine[1:])
-    assert report.score == 6  # the other exercises are graded as usual
+    points = check_points("03_loss_scaling")
+    assert report.score == sum(points.values()) - points["scale_gradients"]  # the others as usual
     assert seconds < 4 * timeout - 1, f"{seconds:.1f} s: more than one timeout was paid"
 
 
@@ -52,10 +54,11 @@ def test_a_looping_function_pays_one_timeout_for_its_whole_exercise():
 def test_a_lesson_04_scaler_whose_update_loops_pays_one_timeout(tmp_path):
     timeout = 3.0
     report, seconds = _timed(_looping_lesson_04(tmp_path), check_timeout=timeout)
-    assert len(report.tests) == 8 and report.score == 0
+    checks = len(report.tests)
+    assert checks >= 8 and report.score == 0
     assert all(t.status == "timeout" for t in report.tests)
     assert [LATER not in t.message for t in report.tests].count(True) == 1
-    assert seconds < 8 * timeout - 6, f"{seconds:.1f} s for 8 checks"
+    assert seconds < checks * timeout - 6, f"{seconds:.1f} s for {checks} checks"
 
 
 @pytest.mark.slow
@@ -68,7 +71,7 @@ def test_sleeping_just_under_each_limit_is_stopped_by_the_submission_budget(tmp_
     nbformat.write(notebook_for(sleeper), path)
     report, seconds = _timed(path, load_timeout=2.5, check_timeout=2.5, submission_budget=5.0)
     assert report.tests[0].status == "passed"  # sleeping is not wrong in itself
-    assert report.score < 10
+    assert report.score < sum(check_points("03_loss_scaling").values())
     spent = [t for t in report.tests if "used up its grading time" in t.message]
     assert spent and all(t.status == "timeout" and t.score == 0 for t in spent)
     assert all(t in spent for t in report.tests if t.exercise == "has_overflow")

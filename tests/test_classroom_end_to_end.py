@@ -47,7 +47,8 @@ visibility = "after_due_date"
 [assignments.hw1]
 title = "Homework 1: loss scaling"
 due = 2026-03-06T23:59:00
-lessons = ["03_loss_scaling"]
+# lesson 03's three warm-ups at their own points: 10 in all
+exercises = { "03_loss_scaling/scale_gradients" = 4, "03_loss_scaling/unscale_gradients" = 3, "03_loss_scaling/has_overflow" = 3 }
 canvas_assignment_id = "4711"
 extensions = { "emmy@example.edu" = 2026-03-10T23:59:00 }
 

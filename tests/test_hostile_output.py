@@ -15,6 +15,7 @@ from grader.class_outputs import review_page
 from grader.classbook import write_outputs
 from grader.report import summary
 from grader.results import CheckResult, Report
+from grader.runner import check_points
 from grading_fixtures import Fixture, notebook_for
 
 ESCAPES = "\x1b[2J\x1b[H\x1b[32mScore: 10 / 10\x1b[0m\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x9b1A"
@@ -82,7 +83,10 @@ def test_grade_prints_the_real_score_whatever_the_exception_message_holds(tmp_pa
     proc = run_grader("grade", str(path), "--json", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not any(c in proc.stdout + proc.stderr for c in "\x1b\x07\x9b")
-    assert "Score: 6 / 10" in proc.stdout and "[  ERROR]" in proc.stdout
+    points = check_points("03_loss_scaling")
+    full = sum(points.values())
+    assert f"Score: {full - points['scale_gradients']:g} / {full:g}" in proc.stdout
+    assert "[  ERROR]" in proc.stdout
 
 
 def test_gradebook_cells_never_start_a_formula_or_a_new_line(tmp_path):

@@ -238,12 +238,24 @@ def test_the_batch_runs_behind_the_walls_expected_and_says_so(graded_class):
         assert report["receipt"]["isolation"].startswith(graded_class["identity"].walls)
 
 
+# Attacks that burn their own worker's CPU may also time out their own checks
+# under a loaded machine: the grade they earned, never more than an honest one.
+SELF_STARVING = {"cpu_starvation", "fork_storm"}
+
+
 @pytest.mark.parametrize("attack", [p.stem for p in ATTACKS])
 def test_each_attack_earns_what_an_honest_wrong_answer_earns(graded_class, attack):
     reports = graded_class["reports"]
     for learner, name in graded_class["attackers"].items():
-        if name == attack:
-            assert _scores(reports[learner]) == HONEST_WRONG, (learner, reports[learner]["tests"])
+        if name != attack:
+            continue
+        scores, why = _scores(reports[learner]), (learner, reports[learner]["tests"])
+        if attack in SELF_STARVING:
+            assert scores.keys() == HONEST_WRONG.keys(), why
+            assert all(scores[ex] <= HONEST_WRONG[ex] for ex in scores), why
+            assert scores["scale_gradients"] < FULL["scale_gradients"], why
+        else:
+            assert scores == HONEST_WRONG, why
 
 
 def test_honest_classmates_keep_their_results(graded_class):

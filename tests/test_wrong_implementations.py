@@ -55,7 +55,8 @@ def _submission(path: Path) -> nbformat.NotebookNode:
 
 
 def _learner(path: Path) -> str:
-    return f"{path.parent.parent.name}--{path.parent.name}--{path.stem}"
+    # Short on purpose: the grader hashes learner ids longer than 64 bytes.
+    return f"{path.parent.parent.name[:2]}-{wrong_answers().index(path):03d}"
 
 
 @pytest.fixture(scope="module")

@@ -223,8 +223,7 @@ def log2_histogram(grad: torch.Tensor) -> np.ndarray:
     """How many nonzero entries of `grad` fall in each binade of HIST_EDGES (clipped at both ends)."""
     magnitude = grad.detach().float().abs().flatten()
     logs = torch.log2(magnitude[magnitude > 0]).numpy()
-    counts, _ = np.histogram(np.clip(logs, HIST_EDGES[0], HIST_EDGES[-1] - 0.5), bins=HIST_EDGES)
-    return counts
+    return np.histogram(np.clip(logs, HIST_EDGES[0], HIST_EDGES[-1] - 0.5), bins=HIST_EDGES)[0]
 
 
 def train(recipe: str, corpus: torch.Tensor, steps: int = 120, seed: int = 0, lr: float = 2e-3,

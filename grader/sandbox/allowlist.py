@@ -30,6 +30,9 @@ import grader
 SYSTEM = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
 FILES = ("/etc/ld.so.cache", "/etc/localtime")
 CPU_INFO = ("/sys/devices/system/cpu",)
+# torch's cpuinfo parses it on the first FP16 cast; namespaces mount a fresh
+# /proc anyway, but Landlock must name it (and nothing else of /proc).
+PROC_FILES = ("/proc/cpuinfo",)
 PREFIX_PARTS = ("lib", "lib64", "bin", "pyvenv.cfg")
 GRADER_DIR = Path(grader.__file__).resolve().parent
 # The learner side: the worker's serve loop, its codec and its rlimits.
@@ -45,7 +48,8 @@ class AllowlistError(RuntimeError):
 def plan(course_root: str) -> dict:
     """The allowlist as plain data, for the zygote: `read` (bound read-only),
     `links` (symlinks recreated, as on merged-/usr systems), `hide` (folders
-    covered by an empty one) and `modules` (learner-side files bound back)."""
+    covered by an empty one), `modules` (learner-side files bound back) and
+    `proc` (the /proc files a Landlock worker may read)."""
     read, links = [], []
     for path in SYSTEM:
         if os.path.islink(path):
@@ -67,7 +71,8 @@ def plan(course_root: str) -> dict:
     hide = [str(GRADER_DIR)] if _inside(GRADER_DIR, read) else []
     modules = [str(GRADER_DIR / name) for name in LEARNER_MODULES]
     _refuse_private(read, hide, Path(course_root))
-    return {"read": read, "links": links, "hide": hide, "modules": modules}
+    return {"read": read, "links": links, "hide": hide, "modules": modules,
+            "proc": [p for p in PROC_FILES if os.path.exists(p)]}
 
 
 def _inside(path: Path, folders) -> bool:

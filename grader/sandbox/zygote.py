@@ -187,7 +187,8 @@ class Zygote:
         elif self.landlock_abi:
             from grader.sandbox import landlock
             plan = setup["plan"]
-            self.rule_fds = landlock.open_paths(plan["read"] + plan["modules"])
+            self.rule_fds = landlock.open_paths(plan["read"] + plan["modules"]
+                                                + plan["proc"])
 
     def serve(self) -> None:
         self.sock.send(json.dumps({"ready": True}).encode())
