@@ -36,6 +36,9 @@ class Lesson:
         for cell in self.cells:
             if has_tag(cell, SUPPORT_TAG) or has_tag(cell, EXERCISE_TAG):
                 self._exec(cell.source)
+        # Every later demo calls the helper this cell defines; the tests of this module
+        # may be dealt to different processes, so none can count on another having run it.
+        self.run("def exercises_ready(")
 
     def _exec(self, source: str) -> str:
         out = io.StringIO()

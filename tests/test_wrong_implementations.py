@@ -54,9 +54,9 @@ def _submission(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def _learner(path: Path) -> str:
+def _learners(answers: list[Path]) -> dict[Path, str]:
     # Short on purpose: the grader hashes learner ids longer than 64 bytes.
-    return f"{path.parent.parent.name[:2]}-{wrong_answers().index(path):03d}"
+    return {path: f"{path.parent.parent.name[:2]}-{i:03d}" for i, path in enumerate(answers)}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +65,13 @@ def graded(tmp_path_factory) -> dict[Path, dict]:
     if not answers:
         return {}
     folder, out = tmp_path_factory.mktemp("wrong"), tmp_path_factory.mktemp("graded")
-    for path in answers:
-        nbformat.write(_submission(path), folder / f"{_learner(path)}.ipynb")
+    learners = _learners(answers)
+    for path, learner in learners.items():
+        nbformat.write(_submission(path), folder / f"{learner}.ipynb")
     proc = run_grader("grade-class", str(folder), "--out", str(out), "--timeout", "5")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {path: json.loads(next((out / "reports" / _learner(path)).glob("*.json")).read_text())
-            for path in answers}
+    return {path: json.loads(next((out / "reports" / learner).glob("*.json")).read_text())
+            for path, learner in learners.items()}
 
 
 @pytest.mark.parametrize("path", wrong_answers(), ids=lambda p: "/".join(p.parts[-3:]))

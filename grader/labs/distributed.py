@@ -17,7 +17,8 @@ rank. Three choices make it safe to call from a notebook:
   never collide.
 - Everything has a deadline. A rank that raises is reported with its own
   traceback; a rank that hangs (say, in a collective that another rank never
-  entered) is stopped after `timeout` seconds. Either way the other ranks are
+  entered) is stopped `timeout` seconds after every rank joined the group (starting
+  them has its own, generous allowance). Either way the other ranks are
   stopped too and `launch` raises `RankFailed` with a message that names them.
 
 The same experiment functions run on GPUs under torchrun, which starts one
@@ -55,6 +56,9 @@ PRELOAD = ["grader.labs.distributed", "grader.labs.experiments", "grader.labs.sh
            "torch.distributed.fsdp", "torch.distributed.fsdp.sharded_grad_scaler",
            "torch.distributed.algorithms.ddp_comm_hooks.default_hooks", "torch.nn.parallel",
            "torch._dynamo"]
+
+
+JOIN_TIMEOUT_S = 120.0  # for every rank to start and join, before `timeout` starts counting
 
 
 class RankFailed(RuntimeError):
@@ -107,7 +111,8 @@ def _rank_main(fn, rank: int, world_size: int, store_file: str, timeout_s: float
     try:
         dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank,
                                 world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+                                timeout=datetime.timedelta(seconds=JOIN_TIMEOUT_S + timeout_s))
+        conn.send_bytes(pickle.dumps(("joined",)))
         # Plain pickle, not multiprocessing's: it sends a tensor by value, where
         # multiprocessing would share its memory with a process about to exit.
         message = pickle.dumps(("ok", fn(**kwargs)))
@@ -120,6 +125,31 @@ def _rank_main(fn, rank: int, world_size: int, store_file: str, timeout_s: float
         conn.close()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _gather(pipes, processes, kind: str, timeout: float, too_late) -> dict[int, object]:
+    """One message of `kind` from every rank within `timeout` seconds, by rank;
+    RankFailed (saying `too_late(ranks)`) if some are late, or if a rank raised or died."""
+    world_size, deadline = len(pipes), time.monotonic() + timeout
+    waiting, got = {pipe: rank for rank, pipe in enumerate(pipes)}, {}
+    while waiting:
+        ready = wait(list(waiting), timeout=max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise RankFailed(too_late(sorted(waiting.values())))
+        for pipe in ready:
+            rank = waiting.pop(pipe)
+            try:
+                message = pickle.loads(pipe.recv_bytes())
+            except EOFError:
+                code = processes[rank].exitcode
+                raise RankFailed(f"rank {rank} of {world_size} exited (code {code}) without "
+                                 "a result; all ranks were stopped.") from None
+            if message[0] == "error":
+                raise RankFailed(f"rank {rank} of {world_size} raised {message[1]}\n\n"
+                                 f"Its traceback:\n{message[2]}")
+            assert message[0] == kind, message[0]
+            got[rank] = message[1] if len(message) > 1 else None
+    return got
 
 
 def _stop(processes) -> None:
@@ -139,13 +169,13 @@ def launch(world_size: int, fn, timeout: float = 60.0, **kwargs) -> list:
     The result list is indexed by rank. `fn` must be a top-level function of an
     importable module, and its keyword arguments and results picklable (numbers,
     strings, lists, dicts, CPU tensors).
-    Raises RankFailed if a rank raises, dies, or has not finished after `timeout` seconds.
+    Raises RankFailed if a rank raises, dies, or has not finished `timeout` seconds after
+    every rank joined the group.
     """
     if not isinstance(world_size, int) or not 1 <= world_size <= 64:
         raise ValueError(f"world_size must be an int from 1 to 64, got {world_size!r}")
     _check_importable(fn)
     ctx = _context()
-    results: dict[int, object] = {}
     with tempfile.TemporaryDirectory(prefix="torch-dist-") as folder:
         store_file = os.path.join(folder, "store")
         pipes, processes = [], []
@@ -157,31 +187,17 @@ def launch(world_size: int, fn, timeout: float = 60.0, **kwargs) -> list:
             send.close()  # only the child writes; EOF then means the child is gone
             pipes.append(receive)
             processes.append(p)
-        deadline = time.monotonic() + timeout
-        waiting = {pipe: rank for rank, pipe in enumerate(pipes)}
         try:
-            while waiting:
-                left = deadline - time.monotonic()
-                ready = wait(list(waiting), timeout=max(left, 0))
-                if not ready:
-                    late = sorted(waiting.values())
-                    raise RankFailed(
-                        f"rank(s) {late} of {world_size} did not finish within {timeout:g} s, so all "
-                        "ranks were stopped. A rank usually hangs in a collective that another rank "
-                        "never entered: check that every rank calls the same collectives in the "
-                        "same order.")
-                for pipe in ready:
-                    rank = waiting.pop(pipe)
-                    try:
-                        message = pickle.loads(pipe.recv_bytes())
-                    except EOFError:
-                        code = processes[rank].exitcode
-                        raise RankFailed(f"rank {rank} of {world_size} exited (code {code}) without "
-                                         "a result; all ranks were stopped.") from None
-                    if message[0] == "error":
-                        raise RankFailed(f"rank {rank} of {world_size} raised {message[1]}\n\n"
-                                         f"Its traceback:\n{message[2]}")
-                    results[rank] = message[1]
+            # The deadline counts from the moment every rank has joined: starting
+            # processes on a busy laptop must not eat the experiment's own time.
+            _gather(pipes, processes, "joined", JOIN_TIMEOUT_S, lambda late: (
+                f"rank(s) {late} of {world_size} did not join the process group within "
+                f"{JOIN_TIMEOUT_S:g} s, so all ranks were stopped. The machine may be overloaded."))
+            results = _gather(pipes, processes, "ok", timeout, lambda late: (
+                f"rank(s) {late} of {world_size} did not finish within {timeout:g} s, so all "
+                "ranks were stopped. A rank usually hangs in a collective that another rank "
+                "never entered: check that every rank calls the same collectives in the "
+                "same order."))
         finally:
             _stop(processes)
             for pipe in pipes:
