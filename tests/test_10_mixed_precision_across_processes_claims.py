@@ -67,6 +67,25 @@ def test_a_hung_rank_ends_the_run_at_the_deadline_with_a_clear_message():
     assert time.monotonic() - start < 15
 
 
+def test_a_group_that_fails_to_form_is_started_again_but_not_forever(monkeypatch):
+    calls = []
+
+    def flaky(world_size, fn, timeout, kwargs):
+        calls.append(world_size)
+        if len(calls) < distributed.JOIN_ATTEMPTS:
+            raise distributed._JoinFailed("rank 1 of 2 raised RuntimeError: Connection closed by peer")
+        return ["ok"] * world_size
+    monkeypatch.setattr(distributed, "_launch_once", flaky)
+    assert distributed.launch(2, distributed_helpers.rank_and_size) == ["ok", "ok"]
+    assert len(calls) == distributed.JOIN_ATTEMPTS
+    calls.clear()
+    monkeypatch.setattr(distributed, "_launch_once", lambda *a: calls.append(1) or (_ for _ in ()).throw(
+        distributed._JoinFailed("never forms")))
+    with pytest.raises(distributed.RankFailed, match="never forms"):
+        distributed.launch(2, distributed_helpers.rank_and_size)
+    assert len(calls) == distributed.JOIN_ATTEMPTS
+
+
 def test_a_function_from_a_notebook_is_refused_with_advice():
     def local():
         return 1

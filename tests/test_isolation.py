@@ -184,7 +184,7 @@ kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
 new = tempfile.mkdtemp()
 kernel.mount("tmpfs", new, "tmpfs", 0, "size=1m")
 for path in allowlist.plan(sys.argv[1])["read"]:
-    walls._bind(path, new + path)
+    walls._bind(os.open(path, os.O_PATH), new + path)
 points = walls.mount_points(new)
 for point in points:
     walls.remount_read_only(point)
@@ -206,6 +206,35 @@ def test_without_mount_setattr_each_bind_is_remounted_read_only_keeping_its_lock
     assert out.returncode == 0, out.stderr[-2000:]
     points, refused = map(int, out.stdout.split())
     assert points > 3 and refused == points
+
+
+BIND_COVERED = """
+import os, tempfile
+from grader.sandbox import kernel, walls
+uid, gid = os.geteuid(), os.getegid()
+kernel.unshare(kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS)
+kernel.write_text("/proc/self/setgroups", "deny")
+kernel.write_text("/proc/self/uid_map", f"0 {uid} 1")
+kernel.write_text("/proc/self/gid_map", f"0 {gid} 1")
+kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+stage = tempfile.mkdtemp()
+course = os.path.join(stage, "course")
+os.mkdir(course)
+with open(os.path.join(course, "lesson.txt"), "w") as f:
+    f.write("still here")
+fd = os.open(course, os.O_PATH)
+kernel.mount("tmpfs", stage, "tmpfs", 0, "size=1m")  # as the staging root covers /tmp
+walls._bind(fd, stage + course)
+print(open(os.path.join(stage + course, "lesson.txt")).read())
+"""
+
+
+@needs_namespaces
+def test_a_course_below_the_folder_the_root_is_staged_in_is_still_bound():
+    """A course (and its .venv) in /tmp: the staging tmpfs over /tmp must not hide it."""
+    out = subprocess.run([sys.executable, "-c", BIND_COVERED], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "still here", out.stderr[-2000:]
 
 
 def _named(token: str) -> list[str]:

@@ -59,10 +59,15 @@ PRELOAD = ["grader.labs.distributed", "grader.labs.experiments", "grader.labs.sh
 
 
 JOIN_TIMEOUT_S = 120.0  # for every rank to start and join, before `timeout` starts counting
+JOIN_ATTEMPTS = 3
 
 
 class RankFailed(RuntimeError):
     """A rank raised, died or hung; the message says which and why."""
+
+
+class _JoinFailed(RankFailed):
+    """A rank raised or died before the group had formed: worth another try."""
 
 
 def device() -> torch.device:
@@ -138,15 +143,16 @@ def _gather(pipes, processes, kind: str, timeout: float, too_late) -> dict[int, 
             raise RankFailed(too_late(sorted(waiting.values())))
         for pipe in ready:
             rank = waiting.pop(pipe)
+            failed = _JoinFailed if kind == "joined" else RankFailed
             try:
                 message = pickle.loads(pipe.recv_bytes())
             except EOFError:
                 code = processes[rank].exitcode
-                raise RankFailed(f"rank {rank} of {world_size} exited (code {code}) without "
-                                 "a result; all ranks were stopped.") from None
+                raise failed(f"rank {rank} of {world_size} exited (code {code}) without "
+                             "a result; all ranks were stopped.") from None
             if message[0] == "error":
-                raise RankFailed(f"rank {rank} of {world_size} raised {message[1]}\n\n"
-                                 f"Its traceback:\n{message[2]}")
+                raise failed(f"rank {rank} of {world_size} raised {message[1]}\n\n"
+                             f"Its traceback:\n{message[2]}")
             assert message[0] == kind, message[0]
             got[rank] = message[1] if len(message) > 1 else None
     return got
@@ -175,6 +181,18 @@ def launch(world_size: int, fn, timeout: float = 60.0, **kwargs) -> list:
     if not isinstance(world_size, int) or not 1 <= world_size <= 64:
         raise ValueError(f"world_size must be an int from 1 to 64, got {world_size!r}")
     _check_importable(fn)
+    for attempt in range(JOIN_ATTEMPTS):
+        try:
+            return _launch_once(world_size, fn, timeout, kwargs)
+        except _JoinFailed:
+            # Gloo's TCP mesh can fail to form when many groups start at once on one
+            # machine ("Connection closed by peer"); nothing of `fn` has run yet.
+            if attempt == JOIN_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _launch_once(world_size: int, fn, timeout: float, kwargs: dict) -> list:
     ctx = _context()
     with tempfile.TemporaryDirectory(prefix="torch-dist-") as folder:
         store_file = os.path.join(folder, "store")

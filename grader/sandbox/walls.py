@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import sys
 
 from grader.sandbox import kernel, landlock, seccomp
@@ -44,18 +45,24 @@ def build_root(plan: dict) -> None:
     """Pivot into a read-only root holding only the allowlist (namespace walls)."""
     kernel.mount(None, "/", None, MS_REC | MS_PRIVATE)
     new = next(p for p in ("/tmp", "/mnt", "/var/tmp", "/dev") if os.path.isdir(p))
+    # Opened before the staging tmpfs covers `new`: a course, or its venv, may live below it.
+    devices = [f"/dev/{name}" for name in DEVICES if os.path.exists(f"/dev/{name}")]
+    sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC)
+               for path in dict.fromkeys([*plan["read"], *plan["modules"], *devices])}
     kernel.mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
     for path in plan["read"]:
-        _bind(path, new + path)
+        _bind(sources[path], new + path)
     for link, target in plan["links"]:
         os.makedirs(os.path.dirname(new + link), exist_ok=True)
         os.symlink(target, new + link)
     for folder in plan["hide"]:
         kernel.mount("tmpfs", new + folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
     for path in plan["modules"]:
-        _bind(path, new + path)
+        _bind(sources[path], new + path)
     _etc(new)
-    _dev(new)
+    _dev(new, {path: sources[path] for path in devices})
+    for fd in sources.values():
+        os.close(fd)
     os.mkdir(new + "/proc")
     kernel.mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs(new + "/tmp", exist_ok=True)  # each worker mounts its own /tmp here
@@ -66,13 +73,14 @@ def build_root(plan: dict) -> None:
     _read_only("/")
 
 
-def _bind(source: str, target: str) -> None:
-    if os.path.isdir(source):
+def _bind(source: int, target: str) -> None:
+    """Bind what the O_PATH descriptor `source` names at `target`."""
+    if stat.S_ISDIR(os.fstat(source).st_mode):
         os.makedirs(target, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "w").close()
-    kernel.mount(source, target, None, MS_BIND | MS_REC)
+    kernel.mount(f"/proc/self/fd/{source}", target, None, MS_BIND | MS_REC)
 
 
 def _read_only(path: str) -> None:
@@ -114,12 +122,11 @@ def _etc(root: str) -> None:
             f.write(text)
 
 
-def _dev(root: str) -> None:
+def _dev(root: str, devices: dict[str, int]) -> None:
     os.mkdir(root + "/dev")
     kernel.mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "mode=0755,size=64k")
-    for name in DEVICES:
-        if os.path.exists(f"/dev/{name}"):
-            _bind(f"/dev/{name}", f"{root}/dev/{name}")
+    for path, fd in devices.items():
+        _bind(fd, root + path)
     for name, target in DEV_LINKS.items():
         os.symlink(target, f"{root}/dev/{name}")
     os.mkdir(root + "/dev/shm", 0o1777)
