@@ -138,7 +138,16 @@ def enter_namespaces(spec: dict, root_mode: bool) -> None:
     """Confine a freshly forked worker, already PID 1 of its own PID namespace."""
     kernel.unshare(kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC)
     size = int(spec.get("tmp_size", 64 * 2**20))
+    # A course (or its venv) under /tmp is bound below /tmp in the root: put it back
+    # on top of the private /tmp, read-only as before, or imports would fail.
+    below = [p for p in mount_points("/tmp") if p != "/tmp"]
+    kept = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in below
+            if not any(p.startswith(q + "/") for q in below)]
     kernel.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
+    for path, fd in kept:
+        _bind(fd, path)
+        os.close(fd)
+        _read_only(path)
     kernel.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
     kernel.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if root_mode:  # outside, uid 1000 of the zygote's namespace is an unused uid, not root
