@@ -175,7 +175,8 @@ def test_a_submission_budget_ends_a_request_before_its_own_timeout():
     assert time.monotonic() - start < 5
 
 
-REMOUNT_EACH = """
+# Root of a user and mount namespace of its own, with mounts private to it.
+OWN_MOUNTS = """
 import os, sys, tempfile
 from grader.sandbox import allowlist, kernel, walls
 uid, gid = os.geteuid(), os.getegid()
@@ -184,6 +185,9 @@ kernel.write_text("/proc/self/setgroups", "deny")
 kernel.write_text("/proc/self/uid_map", f"0 {uid} 1")
 kernel.write_text("/proc/self/gid_map", f"0 {gid} 1")
 kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+"""
+
+REMOUNT_EACH = OWN_MOUNTS + """
 new = tempfile.mkdtemp()
 kernel.mount("tmpfs", new, "tmpfs", 0, "size=1m")
 for path in allowlist.plan(sys.argv[1])["read"]:
@@ -211,15 +215,7 @@ def test_without_mount_setattr_each_bind_is_remounted_read_only_keeping_its_lock
     assert points > 3 and refused == points
 
 
-BIND_COVERED = """
-import os, tempfile
-from grader.sandbox import kernel, walls
-uid, gid = os.geteuid(), os.getegid()
-kernel.unshare(kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS)
-kernel.write_text("/proc/self/setgroups", "deny")
-kernel.write_text("/proc/self/uid_map", f"0 {uid} 1")
-kernel.write_text("/proc/self/gid_map", f"0 {gid} 1")
-kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+BIND_COVERED = OWN_MOUNTS + """
 stage = tempfile.mkdtemp()
 course = os.path.join(stage, "course")
 os.mkdir(course)
