@@ -137,13 +137,13 @@ def _gather(pipes, processes, kind: str, timeout: float, too_late) -> dict[int, 
     RankFailed (saying `too_late(ranks)`) if some are late, or if a rank raised or died."""
     world_size, deadline = len(pipes), time.monotonic() + timeout
     waiting, got = {pipe: rank for rank, pipe in enumerate(pipes)}, {}
+    failed = _JoinFailed if kind == "joined" else RankFailed
     while waiting:
         ready = wait(list(waiting), timeout=max(deadline - time.monotonic(), 0))
         if not ready:
             raise RankFailed(too_late(sorted(waiting.values())))
         for pipe in ready:
             rank = waiting.pop(pipe)
-            failed = _JoinFailed if kind == "joined" else RankFailed
             try:
                 message = pickle.loads(pipe.recv_bytes())
             except EOFError:

@@ -134,15 +134,20 @@ def _dev(root: str, devices: dict[str, int]) -> None:
 
 # -- each worker -------------------------------------------------------------------
 
-def enter_namespaces(spec: dict, root_mode: bool) -> None:
-    """Confine a freshly forked worker, already PID 1 of its own PID namespace."""
+def binds_below_tmp() -> list[str]:
+    """The outermost allowlisted binds below /tmp in the zygote's root (a course, or
+    its venv, that lives under /tmp); usually none. Found once, not per worker."""
+    below = [p for p in mount_points("/tmp") if p != "/tmp"]
+    return [p for p in below if not any(p.startswith(q + "/") for q in below)]
+
+
+def enter_namespaces(spec: dict, root_mode: bool, below_tmp: list[str]) -> None:
+    """Confine a freshly forked worker, already PID 1 of its own PID namespace.
+    `below_tmp` (from binds_below_tmp) is put back on top of its private /tmp,
+    read-only as before, or imports from a course under /tmp would fail."""
     kernel.unshare(kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC)
     size = int(spec.get("tmp_size", 64 * 2**20))
-    # A course (or its venv) under /tmp is bound below /tmp in the root: put it back
-    # on top of the private /tmp, read-only as before, or imports would fail.
-    below = [p for p in mount_points("/tmp") if p != "/tmp"]
-    kept = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in below
-            if not any(p.startswith(q + "/") for q in below)]
+    kept = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in below_tmp]
     kernel.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
     for path, fd in kept:
         _bind(fd, path)

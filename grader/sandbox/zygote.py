@@ -184,6 +184,7 @@ class Zygote:
         self.worker = worker
         if self.mode == "namespaces":
             self.pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            self.below_tmp = walls.binds_below_tmp()
         elif self.landlock_abi:
             from grader.sandbox import landlock
             plan = setup["plan"]
@@ -244,7 +245,7 @@ class Zygote:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         try:
             if self.mode == "namespaces":
-                walls.enter_namespaces(spec, self.root_mode)
+                walls.enter_namespaces(spec, self.root_mode, self.below_tmp)
             elif self.mode in ("uid", "landlock"):
                 walls.enter_fallback(spec, self.rule_fds, self.landlock_abi)
             else:
